@@ -1,0 +1,80 @@
+"""What the engine needs to know about a backend, and the name -> loader registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable, Optional
+
+import torch
+
+from ..denoiser import Autoencoder, Denoiser
+from ..errors import ModelNotFound
+
+
+@dataclass
+class Model:
+    """A loaded backend: the denoiser, its optional autoencoder, and sampling defaults.
+
+    Without an autoencoder the denoiser works on waveforms (hop 1). Defaults are
+    what the method used: xi = 3e-2 for latent models, 3e-3 for waveform models.
+    """
+
+    name: str
+    denoiser: Denoiser
+    autoencoder: Optional[Autoencoder] = None
+    default_guidance_scale: Optional[float] = None
+    default_steps: int = 50
+    info: dict = field(default_factory=dict)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.denoiser.sample_rate)
+
+    @property
+    def hop(self) -> int:
+        return int(self.autoencoder.hop) if self.autoencoder is not None else 1
+
+    @property
+    def guidance_scale(self) -> float:
+        if self.default_guidance_scale is not None:
+            return self.default_guidance_scale
+        return 3e-2 if self.autoencoder is not None else 3e-3
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, 2, samples) audio -> the space the denoiser works in."""
+        return audio if self.autoencoder is None else self.autoencoder.encode(audio)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.autoencoder is None else self.autoencoder.decode(z)
+
+
+ModelLoader = Callable[[], Model]
+_LOADERS: dict[str, ModelLoader] = {}
+ENTRY_POINT_GROUP = "segue.models"
+
+
+def register_model(name: str, loader: ModelLoader) -> None:
+    """Make `name` loadable; third-party packages can also use the `segue.models` entry point."""
+    _LOADERS[name] = loader
+
+
+def available_models() -> list[str]:
+    names = set(_LOADERS)
+    try:
+        names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:  # broken third-party metadata must not hide the built-in models
+        pass
+    return sorted(names)
+
+
+def load_model(name: str) -> Model:
+    """Load a model by registry name, or by `stable-audio:/local/folder` style `kind:path`."""
+    kind, _, arg = name.partition(":")
+    if kind in _LOADERS and not arg:
+        return _LOADERS[kind]()
+    if arg and kind + ":" in _LOADERS:
+        return _LOADERS[kind + ":"](arg)  # type: ignore[call-arg]
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()()
+    raise ModelNotFound(f"unknown model {name!r}; available: {', '.join(available_models()) or 'none'}")

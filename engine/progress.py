@@ -1,0 +1,77 @@
+"""Progress reporting and cooperative cancellation for long renders."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .errors import Cancelled
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a render: `step` of `total` done, with an estimate of the time left."""
+
+    step: int
+    total: int
+    elapsed_s: float
+    eta_s: Optional[float]
+    stage: str = "sampling"
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class CancelToken:
+    """A flag a front end sets and the sampler polls between steps (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("the job was cancelled")
+
+
+class ProgressTracker:
+    """Turns (step, total) counts from samplers into `ProgressEvent`s with an ETA.
+
+    A render may run several sampler passes (chunked continuation); the tracker
+    counts steps over all of them so the fraction never goes backwards.
+    """
+
+    def __init__(self, total: int, callback: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancelToken] = None, stage: str = "sampling") -> None:
+        self.total = max(int(total), 1)
+        self.callback = callback
+        self.cancel = cancel
+        self.stage = stage
+        self.done = 0
+        self._t0 = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+        self.done = min(self.done + n, self.total)
+        if self.callback is not None:
+            elapsed = time.monotonic() - self._t0
+            eta = elapsed / self.done * (self.total - self.done) if self.done else None
+            self.callback(ProgressEvent(self.done, self.total, elapsed, eta, self.stage))
+
+    def step_callback(self) -> Callable[[int, int], None]:
+        """A `(step, total)` callback for one sampler pass that feeds this tracker."""
+        def on_step(step: int, total: int) -> None:
+            self.advance(1)
+        return on_step
