@@ -18,7 +18,8 @@ from .errors import InvalidRequest
 
 TASKS = ("infill", "regenerate", "continue", "transition", "style")
 SAMPLER_NAMES = ("ddim", "ddpm", "heun")
-STEP_MODES = ("fixed", "normalized")
+STEP_MODES = ("fixed", "normalized", "posterior")
+RECON_SPACES = ("latent", "audio")
 RECON_LOSSES = ("l1", "l2", "mrstft")
 EMBED_LOSSES = ("l2", "cosine")
 SPANS = ("full", "region")
@@ -90,6 +91,7 @@ class RenderRequest:
     step_mode: str = "fixed"
     recon_loss: str = "l1"
     recon_weight: float = 1.0
+    recon_space: str = "latent"
     style_loss: str = "l2"
     style_weight: float = 1.0
     data_consistency: bool = True
@@ -156,6 +158,7 @@ def validate(r: RenderRequest) -> None:
     _choice("sampler", r.sampler, SAMPLER_NAMES)
     _choice("step_mode", r.step_mode, STEP_MODES)
     _choice("recon_loss", r.recon_loss, RECON_LOSSES)
+    _choice("recon_space", r.recon_space, RECON_SPACES)
     _choice("style_loss", r.style_loss, EMBED_LOSSES)
     _choice("span", r.span, SPANS)
     _choice("bit_depth", r.bit_depth, BIT_DEPTHS)

@@ -1,0 +1,182 @@
+"""The audio boundary: every file or PCM buffer enters and leaves the engine here.
+
+Inside the engine audio is float32 `(channels, samples)` at the model rate, stereo.
+Reading resamples, turns mono into stereo, and refuses layouts it cannot map
+(5.1, say) unless asked to downmix. Writing is atomic (temp file + rename), with a
+JSON sidecar beside the WAV, so a crash never leaves a half-written result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+from pedalboard.io import AudioFile, StreamResampler
+
+from .errors import AudioInputError, InvalidRequest
+from .request import PCMAudio
+
+READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+MAX_FILE_BYTES = 2 * 1024 ** 3
+MAX_SECONDS = 3600.0
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Windowed-sinc resampling of (channels, samples), output length round(N * ratio)."""
+    if source_rate == target_rate:
+        return audio
+    expected = int(round(audio.shape[1] * target_rate / source_rate))
+    r = StreamResampler(float(source_rate), float(target_rate), audio.shape[0])
+    out = np.concatenate([r.process(np.ascontiguousarray(audio, dtype=np.float32)), r.process()], axis=1)
+    if out.shape[1] < expected:
+        out = np.pad(out, ((0, 0), (0, expected - out.shape[1])))
+    return np.ascontiguousarray(out[:, :expected], dtype=np.float32)
+
+
+def to_stereo(audio: np.ndarray, *, downmix: bool = False, source: str = "audio") -> np.ndarray:
+    """Mono -> both channels; stereo unchanged; more channels only with `downmix`."""
+    ch = audio.shape[0]
+    if ch == 1:
+        return np.repeat(audio, 2, axis=0)
+    if ch == 2:
+        return audio
+    if not downmix:
+        raise AudioInputError(
+            f"{source} has {ch} channels; Segue works in stereo. Downmix it first or pass downmix=True (--downmix)")
+    # ITU-style fold-down: odd channels to the left, even to the right, averaged.
+    left = audio[0::2].mean(axis=0)
+    right = audio[1::2].mean(axis=0)
+    return np.stack([left, right]).astype(np.float32)
+
+
+def load_audio(source: Union[str, os.PathLike, PCMAudio], sample_rate: int = 44100, *,
+               downmix: bool = False) -> np.ndarray:
+    """Read a file or PCM buffer as float32 stereo (2, samples) at `sample_rate`."""
+    if isinstance(source, PCMAudio):
+        audio = np.asarray(source.samples, dtype=np.float32)
+        rate = int(source.sample_rate)
+        name = "PCM input"
+    else:
+        audio, rate = _read_file(Path(source))
+        name = str(source)
+    if audio.shape[1] == 0:
+        raise AudioInputError(f"{name} contains no audio (0 samples)")
+    if not np.all(np.isfinite(audio)):
+        raise AudioInputError(f"{name} contains NaN or infinite samples")
+    audio = to_stereo(audio, downmix=downmix, source=name)
+    return resample(audio, rate, sample_rate)
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    if not path.exists():
+        raise AudioInputError(f"audio file not found: {path}", code="file_not_found")
+    if path.is_dir():
+        raise AudioInputError(f"{path} is a folder, not an audio file")
+    if path.suffix.lower() not in READ_EXTENSIONS:
+        raise AudioInputError(
+            f"{path}: unsupported format {path.suffix or '(no extension)'}; use one of {', '.join(READ_EXTENSIONS)}",
+            code="unsupported_format")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioInputError(f"{path} is empty (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise AudioInputError(f"{path} is {size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.0f} GB")
+    try:
+        with AudioFile(str(path)) as f:
+            rate = int(round(f.samplerate))
+            frames = int(f.frames)
+            if frames / max(rate, 1) > MAX_SECONDS:
+                raise AudioInputError(f"{path} lasts {frames / rate:.0f} s; the limit is {MAX_SECONDS:.0f} s")
+            audio = f.read(frames)
+    except AudioInputError:
+        raise
+    except Exception as e:  # pedalboard raises ValueError/RuntimeError for undecodable data
+        raise AudioInputError(f"{path} could not be decoded as audio ({e})", code="corrupt_audio") from e
+    return np.asarray(audio, dtype=np.float32), rate
+
+
+def check_sample_rate(rate: Any) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 8000 <= int(rate) <= 192000:
+        raise InvalidRequest(f"sample rate must be an integer within 8000..192000 Hz, got {rate!r}")
+    return int(rate)
+
+
+def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int, *,
+                       bit_depth: int = 24, sidecar: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write (channels, samples) as WAV through a temp file + rename; sidecar JSON likewise.
+
+    The sidecar is written first and the WAV last, so a WAV that exists always
+    has its parameters beside it.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        raise InvalidRequest(f"output must be a .wav file, got {path.name}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] not in (1, 2) or audio.shape[1] == 0:
+        raise ValueError(f"audio must be (1 or 2, samples>0), got {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("refusing to write audio with NaN or infinite samples")
+    check_sample_rate(sample_rate)
+    if bit_depth not in (16, 24, 32):
+        raise InvalidRequest(f"bit_depth must be 16, 24 or 32, got {bit_depth}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sidecar is not None:
+        text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True)
+        _atomic_write_bytes(sidecar_path(path), text.encode())
+    if bit_depth != 32:
+        audio = np.clip(audio, -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        with AudioFile(tmp, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
+                       bit_depth=bit_depth) as f:
+            f.write(audio)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def sidecar_path(path: Union[str, os.PathLike]) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
