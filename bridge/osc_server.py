@@ -1,0 +1,264 @@
+"""OSC front end: `/segue/<task> ...` over UDP, replies to the sender or to a named reply port.
+
+Datagrams are parsed with python-osc's packet parser inside our own receive
+loop, so a malformed or hostile datagram gets an `/segue/error` reply instead of
+being dropped silently, and bundles are never delayed by their time tags.
+Positional arguments carry paths and times; optional settings travel as
+`key=value` strings (see bridge/PROTOCOL.md). Render messages become the same
+`Message` the ZeroMQ front end builds, and go through `JobManager.submit`.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+from engine.errors import SegueError
+
+from . import protocol
+from .daemon import JobEvent, JobManager
+from .protocol import Limits, Message, ProtocolError
+from .zmq_server import check_token
+
+log = logging.getLogger("segue.osc")
+
+DEFAULT_PORT = 9010
+MAX_DATAGRAM = 65507
+PROGRESS_MIN_STEP = 0.05     # OSC progress replies: at most one per 5 % ...
+PROGRESS_MIN_INTERVAL_S = 0.25  # ... unless this long has passed
+
+# Positional arguments of each render address, as request fields.
+POSITIONAL: dict[str, tuple[str, ...]] = {
+    "infill": ("audio", "start_s", "end_s"),
+    "regenerate": ("audio", "start_s", "end_s"),
+    "continue": ("audio", "duration_s"),
+    "transition": ("audio", "audio"),
+    "style": ("audio",),
+}
+# key=value options: OSC key -> (request field, type).
+OPTIONS: dict[str, tuple[str, type]] = {
+    "start": ("start_s", float), "end": ("end_s", float), "duration": ("duration_s", float),
+    "b_start": ("b_start_s", float), "crossfade": ("crossfade_s", float), "reference": ("reference", str),
+    "strength": ("strength", float), "preset": ("preset", str), "steps": ("steps", int), "seed": ("seed", int),
+    "model": ("model", str), "sampler": ("sampler", str), "span": ("span", str), "output": ("output", str),
+    "context": ("context_s", float), "guidance_scale": ("guidance_scale", float), "bit_depth": ("bit_depth", int),
+}
+# Options about the message rather than the render.
+META = ("id", "reply_port", "token", "timeout")
+
+
+def _convert(key: str, value: Any, kind: type) -> Any:
+    if kind is str:
+        if not isinstance(value, str):
+            raise ProtocolError(f"{key} must be a string, got {type(value).__name__}")
+        return value
+    if isinstance(value, bool):
+        raise ProtocolError(f"{key} must be a number, got {value}")
+    try:
+        if kind is int:
+            if isinstance(value, float):
+                raise ValueError
+            return int(value, 10) if isinstance(value, str) else int(value)
+        return float(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ProtocolError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}") from None
+
+
+def decode_osc(address: str, args: list, limits: Limits = Limits()) -> tuple[Message, dict]:
+    """An OSC address + arguments -> (Message, meta). Meta holds reply_port / token / timeout, checked."""
+    if not isinstance(address, str) or not address.startswith("/segue/"):
+        raise ProtocolError(f"unknown address {address!r:.80}; addresses start with /segue/")
+    name = address[len("/segue/"):]
+    positional: list = []
+    options: dict[str, Any] = {}
+    for a in args:
+        key = a.split("=", 1)[0] if isinstance(a, str) and "=" in a else None
+        if key is not None and (key in OPTIONS or key in META):
+            if key in options:
+                raise ProtocolError(f"option {key} given twice")
+            options[key] = a.split("=", 1)[1]
+        else:
+            positional.append(a)
+    meta: dict[str, Any] = {}
+    if "reply_port" in options:
+        port = _convert("reply_port", options.pop("reply_port"), int)
+        if not 1 <= port <= 65535:
+            raise ProtocolError(f"reply_port must be within 1..65535, got {port}")
+        meta["reply_port"] = port
+    token = options.pop("token", None)
+    mid = options.pop("id", None)
+    mid = protocol.check_id(mid) if mid is not None else protocol.new_id()
+    timeout = options.pop("timeout", None)
+    if timeout is not None:
+        timeout = _convert("timeout", timeout, float)
+        if not 0.001 <= timeout <= limits.max_timeout_s:
+            raise ProtocolError(f"timeout must be within [0.001, {limits.max_timeout_s}] s, got {timeout}")
+
+    if name in POSITIONAL:
+        spec = POSITIONAL[name]
+        if len(positional) != len(spec):
+            raise ProtocolError(f"{address} takes {len(spec)} positional argument(s) "
+                                f"({', '.join(spec)}) plus key=value options; got {len(positional)}")
+        params: dict[str, Any] = {"task": name, "audio": []}
+        for field_name, value in zip(spec, positional):
+            if field_name == "audio":
+                params["audio"].append(_convert("audio path", value, str))
+            else:
+                params[field_name] = _convert(field_name, value, float)
+        for key, value in options.items():
+            field_name, kind = OPTIONS[key]
+            params[field_name] = _convert(key, value, kind)
+        from engine.request import request_from_mapping
+        request_from_mapping(params)
+        return Message(type="render", id=mid, params=params, timeout_s=timeout, token=token), meta
+    if name in ("cancel", "status", "wait"):
+        if len(positional) != 1 or not isinstance(positional[0], str):
+            raise ProtocolError(f"{address} takes one argument: the job id")
+        if options:
+            raise ProtocolError(f"{address} takes no options other than reply_port and token")
+        return Message(type=name, id=protocol.check_id(positional[0]), token=token), meta
+    if name == "health":
+        if positional or options:
+            raise ProtocolError("/segue/health takes no arguments other than reply_port and token")
+        return Message(type="health", id=mid, token=token), meta
+    if name == "unload":
+        if len(positional) > 1 or (positional and not isinstance(positional[0], str)) or options:
+            raise ProtocolError("/segue/unload takes an optional model name")
+        return Message(type="unload", id=mid, args={"model": positional[0]} if positional else {}, token=token), meta
+    raise ProtocolError(f"unknown address {address!r:.80}")
+
+
+def build(address: str, *args: Any) -> bytes:
+    b = OscMessageBuilder(address)
+    for a in args:
+        if isinstance(a, bool) or a is None:
+            a = str(a)
+        b.add_arg(a)
+    return b.build().dgram
+
+
+class OscServer:
+    """A UDP socket served by one thread; replies go to the sender's host (at `reply_port` if given)."""
+
+    def __init__(self, manager: JobManager, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 token: Optional[str] = None, limits: Optional[Limits] = None) -> None:
+        from .zmq_server import is_loopback_endpoint
+        if token is None and not is_loopback_endpoint(f"tcp://{host}:{port}"):
+            raise ValueError(f"{host} is not a loopback address; a shared-secret token is required to bind it")
+        self.manager = manager
+        self.token = token
+        self.limits = limits or manager.config.limits
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.1)
+        self.address = self.sock.getsockname()[:2]
+        self._sent_progress: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        manager.add_listener(self._on_event)
+
+    def serve(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(MAX_DATAGRAM + 1)
+            except socket.timeout:
+                continue
+            except OSError:
+                if stop.is_set():
+                    return
+                raise
+            self.handle_datagram(data, sender[:2], time.time())
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def handle_datagram(self, data: bytes, sender: tuple, received_at: float) -> None:
+        """Decode and act on one datagram; every failure becomes an /segue/error reply."""
+        target = sender
+        mid = ""
+        try:
+            packet = OscPacket(data)
+            messages = [m.message for m in packet.messages]
+        except Exception as e:  # python-osc raises ParseError and, on hostile input, other errors too
+            self._send(target, "/segue/error", "", protocol.BAD_MESSAGE, f"not an OSC packet: {e}"[:500])
+            return
+        for osc in messages:
+            target, mid = sender, ""
+            try:
+                msg, meta = decode_osc(osc.address, list(osc.params), self.limits)
+                mid = msg.id
+                if "reply_port" in meta:
+                    target = (sender[0], meta["reply_port"])
+                check_token(self.token, msg.token)
+                self._dispatch(msg, target, received_at)
+            except Exception as e:
+                if not isinstance(e, SegueError):
+                    log.exception("unexpected error handling an OSC message")
+                err = protocol.error_reply(mid, e)["error"]
+                self._send(target, "/segue/error", mid, err["code"], err["message"][:1000])
+
+    def _dispatch(self, msg: Message, target: tuple, received_at: float) -> None:
+        m = self.manager
+        if msg.type == "render":
+            job, _created = m.submit(msg, {"via": "osc", "host": target[0], "port": target[1]}, received_at)
+            self._send(target, "/segue/accepted", job.id)
+            if job.final:  # a repeated id whose job already ended: answer it again
+                self._send_final(target, job.id, job)
+        elif msg.type in ("status", "wait"):
+            job = m.status(msg.id)
+            self._send(target, "/segue/status", job.id, job.state)
+            if job.final:
+                self._send_final(target, job.id, job)
+        elif msg.type == "cancel":
+            job = m.cancel(msg.id)
+            self._send(target, "/segue/status", job.id, job.state)
+        elif msg.type == "health":
+            h = m.health()
+            self._send(target, "/segue/health", h["version"], ",".join(d["device"] for d in h["devices"]),
+                       h["queue_length"], ",".join(h["models"]["loaded"]))
+        elif msg.type == "unload":
+            m.unload(msg.args.get("model"))
+            self._send(target, "/segue/ok", msg.id)
+
+    def _send_final(self, target: tuple, job_id: str, job: Any) -> None:
+        if job.state == "done":
+            r = job.result or {}
+            self._send(target, "/segue/done", job_id, str(r.get("path", "")), float(r.get("offset_s", 0.0)),
+                       float(r.get("duration_s", 0.0)))
+        else:
+            err = job.error or {"code": "internal", "message": ""}
+            self._send(target, "/segue/error", job_id, err["code"], err["message"][:1000])
+
+    def _on_event(self, ev: JobEvent) -> None:
+        if ev.origin.get("via") != "osc":
+            return
+        target = (ev.origin["host"], int(ev.origin["port"]))
+        if ev.kind == "progress":
+            now = time.monotonic()
+            with self._lock:
+                last_f, last_t = self._sent_progress.get(ev.job_id, (-1.0, 0.0))
+                f = float(ev.data["fraction"])
+                if f - last_f < PROGRESS_MIN_STEP and now - last_t < PROGRESS_MIN_INTERVAL_S:
+                    return
+                self._sent_progress[ev.job_id] = (f, now)
+            self._send(target, "/segue/progress", ev.job_id, f)
+        elif ev.kind == "done":
+            with self._lock:
+                self._sent_progress.pop(ev.job_id, None)
+            self._send(target, "/segue/done", ev.job_id, str(ev.data.get("path", "")),
+                       float(ev.data.get("offset_s", 0.0)), float(ev.data.get("duration_s", 0.0)))
+        elif ev.kind == "error":
+            with self._lock:
+                self._sent_progress.pop(ev.job_id, None)
+            self._send(target, "/segue/error", ev.job_id, str(ev.data.get("code", "internal")),
+                       str(ev.data.get("message", ""))[:1000])
+
+    def _send(self, target: tuple, address: str, *args: Any) -> None:
+        try:
+            self.sock.sendto(build(address, *args), target)
+        except OSError as e:  # the peer is gone; the job stays queryable with /segue/status
+            log.warning("could not send %s to %s: %s", address, target, e)

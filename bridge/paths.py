@@ -1,0 +1,102 @@
+"""Confine every file path a client names to the roots the daemon was configured with.
+
+Paths are resolved with `os.path.realpath` (every symlink followed) before the
+containment check, so a link inside a root that points outside it is refused,
+and the resolved path is what the engine receives. Relative paths are refused:
+a client's working directory means nothing to the daemon.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterable
+
+from engine.errors import AudioInputError, PathNotAllowed
+
+from .protocol import TooLarge
+
+
+def _real(p: str | os.PathLike) -> str:
+    return os.path.realpath(os.fspath(p))
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Readable input roots, the writable output root, and the largest file a client may name."""
+
+    input_roots: tuple[str, ...]
+    output_root: str
+    max_file_bytes: int = 1024 * 1024 * 1024
+
+    @classmethod
+    def create(cls, input_roots: Iterable[str | os.PathLike], output_root: str | os.PathLike,
+               max_file_bytes: int = 1024 * 1024 * 1024) -> "PathPolicy":
+        out = _real(output_root)
+        os.makedirs(out, exist_ok=True)
+        roots = tuple(dict.fromkeys([_real(r) for r in input_roots] + [out]))
+        for r in roots:
+            if not os.path.isdir(r):
+                raise ValueError(f"allowed root {r!r} is not a directory")
+        return cls(roots, out, max_file_bytes)
+
+    def _check_text(self, path: object, what: str) -> str:
+        if not isinstance(path, str) or not path:
+            raise PathNotAllowed(f"{what} must be a non-empty path string")
+        if "\x00" in path:
+            raise PathNotAllowed(f"{what} contains a NUL byte")
+        if not os.path.isabs(path):
+            raise PathNotAllowed(f"{what} must be an absolute path, got {path!r:.200}")
+        return path
+
+    def input(self, path: object, what: str = "audio path") -> str:
+        """The resolved path of a readable regular file inside an input root, within the size limit."""
+        real = _real(self._check_text(path, what))
+        if not any(_inside(real, r) for r in self.input_roots):
+            raise PathNotAllowed(f"{what} {path!r:.200} is outside the allowed roots {list(self.input_roots)}")
+        try:
+            st = os.stat(real)
+        except OSError as e:
+            raise AudioInputError(f"{what} {path!r:.200} cannot be read: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise AudioInputError(f"{what} {path!r:.200} is not a regular file")
+        if st.st_size > self.max_file_bytes:
+            raise TooLarge(f"{what} {path!r:.200} is {st.st_size} bytes; the limit is {self.max_file_bytes}")
+        return real
+
+    def output(self, path: object, what: str = "output path") -> str:
+        """The resolved path of a file to write inside the output root (its folder must exist)."""
+        text = self._check_text(path, what)
+        parent = _real(os.path.dirname(text))
+        name = os.path.basename(text)
+        if not name or name in (".", ".."):
+            raise PathNotAllowed(f"{what} {path!r:.200} does not name a file")
+        if not _inside(parent, self.output_root):
+            raise PathNotAllowed(f"{what} {path!r:.200} is outside the output root {self.output_root!r}")
+        target = os.path.join(parent, name)
+        if os.path.islink(target):
+            raise PathNotAllowed(f"{what} {path!r:.200} is a symbolic link; refusing to write through it")
+        if os.path.exists(target) and not os.path.isfile(target):
+            raise PathNotAllowed(f"{what} {path!r:.200} exists and is not a regular file")
+        if not os.path.isdir(parent):
+            raise PathNotAllowed(f"the folder of {what} {path!r:.200} does not exist")
+        return target
+
+    def confine(self, params: dict) -> dict:
+        """Render params with every path field resolved and checked (PCM entries pass through)."""
+        out = dict(params)
+        audio = out.get("audio")
+        if isinstance(audio, str):
+            out["audio"] = self.input(audio)
+        elif isinstance(audio, (list, tuple)):
+            out["audio"] = [self.input(a, f"audio[{i}]") if isinstance(a, str) else a for i, a in enumerate(audio)]
+        if isinstance(out.get("reference"), str):
+            out["reference"] = self.input(out["reference"], "reference path")
+        if out.get("output") is not None:
+            out["output"] = self.output(out["output"])
+        return out
+

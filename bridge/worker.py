@@ -1,0 +1,176 @@
+"""The render worker: a spawned subprocess that owns one device and its loaded models.
+
+Renders run here, not in the daemon, so a segfault or an out-of-memory kill in a
+model takes down only this process; the daemon's supervisor sees the pipe close,
+fails the job with `worker_crashed` and starts a fresh worker. Messages on the
+pipe are tuples: requests ("render", job_id, request) / ("unload", name|None) /
+("stop",); replies ("started", job_id, t) / ("progress", job_id, step, total,
+elapsed_s, eta_s) / ("done", job_id, result, loaded) / ("error", job_id, code,
+message, loaded) / ("unloaded", names, loaded).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import logging
+import os
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any, Callable, Optional
+
+from engine.errors import SegueError
+from engine.progress import CancelToken, ProgressEvent
+
+log = logging.getLogger("segue.worker")
+
+PROGRESS_INTERVAL_S = 0.05
+
+
+class EventCancelToken(CancelToken):
+    """A `CancelToken` backed by a multiprocessing Event the daemon sets from another process."""
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """`module:function` -> the function (how the render entry point is named across processes)."""
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"expected 'module:function', got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def free_memory_bytes(device: str) -> Optional[int]:
+    """Free memory on the device (GPU: the driver's count; CPU: MemAvailable), or None if unknown."""
+    if device.startswith("cuda"):
+        import torch
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class ModelCache:
+    """Loaded models by name, least recently used first; evicted on request or when memory runs low."""
+
+    def __init__(self, device: str, *, max_models: int = 2, min_free_bytes: int = 0,
+                 loader: Optional[Callable[[str], Any]] = None) -> None:
+        self.device = device
+        self.max_models = max(1, max_models)
+        self.min_free_bytes = min_free_bytes
+        self._loader = loader
+        self._models: "OrderedDict[str, Any]" = OrderedDict()
+
+    def loaded(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, name: str) -> Any:
+        if name in self._models:
+            self._models.move_to_end(name)
+            return self._models[name]
+        while self._models and (len(self._models) >= self.max_models or self.under_pressure()):
+            self._evict(next(iter(self._models)))
+        model = self._load(name)
+        self._models[name] = model
+        return model
+
+    def under_pressure(self) -> bool:
+        free = free_memory_bytes(self.device) if self.min_free_bytes else None
+        return free is not None and free < self.min_free_bytes
+
+    def unload(self, name: Optional[str] = None) -> list[str]:
+        names = [n for n in self._models if name is None or n == name]
+        for n in names:
+            self._evict(n)
+        return names
+
+    def _load(self, name: str) -> Any:
+        if self._loader is not None:
+            return self._loader(name)
+        from engine.models.base import load_model
+        model = load_model(name)
+        den = getattr(model, "denoiser", None)
+        if hasattr(den, "to") and self.device != "cpu":
+            den.to(self.device)
+        return model
+
+    def _evict(self, name: str) -> None:
+        self._models.pop(name, None)
+        log.info("unloaded model %s from %s", name, self.device)
+        import gc
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+            torch.cuda.empty_cache()
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, output_dir: str,
+                threads: int = 0, max_models: int = 2, min_free_bytes: int = 0) -> None:
+    """Entry point of the spawned worker: serve pipe requests until "stop" or the pipe closes."""
+    import torch
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    render = resolve(render_path)
+    cache = ModelCache(device, max_models=max_models, min_free_bytes=min_free_bytes)
+    pass_model = _accepts(render, "model")
+    token = EventCancelToken(cancel_event)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        kind = msg[0]
+        if kind == "stop":
+            return
+        if kind == "unload":
+            names = cache.unload(msg[1])
+            conn.send(("unloaded", names, cache.loaded()))
+        elif kind == "render":
+            _run(conn, msg[1], msg[2], render, cache, token, output_dir, pass_model)
+
+
+def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache: ModelCache,
+         token: CancelToken, output_dir: str, pass_model: bool) -> None:
+    last = [0.0]
+
+    def on_progress(ev: ProgressEvent) -> None:
+        now = time.monotonic()
+        if ev.step >= ev.total or now - last[0] >= PROGRESS_INTERVAL_S:
+            last[0] = now
+            conn.send(("progress", job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s))
+
+    try:
+        kwargs: dict[str, Any] = {"progress": on_progress, "cancel": token, "output_dir": output_dir}
+        if pass_model:
+            kwargs["model"] = cache.get(request.model)
+        conn.send(("started", job_id, time.time()))
+        token.raise_if_cancelled()
+        result = render(request, **kwargs)
+        payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+        payload = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in payload.items()}
+        conn.send(("done", job_id, payload, cache.loaded()))
+    except SegueError as e:
+        conn.send(("error", job_id, e.code, e.message, cache.loaded()))
+    except Exception as e:  # the job fails, the worker lives on
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        conn.send(("error", job_id, "internal", f"{type(e).__name__}: {e}", cache.loaded()))
+    if cache.under_pressure():
+        cache.unload()
