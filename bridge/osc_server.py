@@ -133,6 +133,14 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> tuple[Mes
     raise ProtocolError(f"unknown address {address!r:.80}")
 
 
+def peek_osc_id(args: Any) -> str:
+    """The `id=` option of a message that failed to decode, if it is a valid id (for the error reply)."""
+    for a in args if isinstance(args, (list, tuple)) else ():
+        if isinstance(a, str) and a.startswith("id=") and protocol.ID_PATTERN.match(a[3:]):
+            return a[3:]
+    return ""
+
+
 def build(address: str, *args: Any) -> bytes:
     b = OscMessageBuilder(address)
     for a in args:
@@ -187,7 +195,7 @@ class OscServer:
             self._send(target, "/segue/error", "", protocol.BAD_MESSAGE, f"not an OSC packet: {e}"[:500])
             return
         for osc in messages:
-            target, mid = sender, ""
+            target, mid = sender, peek_osc_id(osc.params)
             try:
                 msg, meta = decode_osc(osc.address, list(osc.params), self.limits)
                 mid = msg.id

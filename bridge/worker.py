@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import logging
 import os
 import time
@@ -113,13 +112,6 @@ class ModelCache:
             torch.cuda.empty_cache()
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, output_dir: str,
                 threads: int = 0, max_models: int = 2, min_free_bytes: int = 0) -> None:
     """Entry point of the spawned worker: serve pipe requests until "stop" or the pipe closes."""
@@ -130,7 +122,6 @@ def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, out
         torch.cuda.set_device(torch.device(device))
     render = resolve(render_path)
     cache = ModelCache(device, max_models=max_models, min_free_bytes=min_free_bytes)
-    pass_model = _accepts(render, "model")
     token = EventCancelToken(cancel_event)
     while True:
         try:
@@ -144,11 +135,11 @@ def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, out
             names = cache.unload(msg[1])
             conn.send(("unloaded", names, cache.loaded()))
         elif kind == "render":
-            _run(conn, msg[1], msg[2], render, cache, token, output_dir, pass_model)
+            _run(conn, msg[1], msg[2], render, cache, token, output_dir)
 
 
 def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache: ModelCache,
-         token: CancelToken, output_dir: str, pass_model: bool) -> None:
+         token: CancelToken, output_dir: str) -> None:
     last = [0.0]
 
     def on_progress(ev: ProgressEvent) -> None:
@@ -158,12 +149,10 @@ def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache
             conn.send(("progress", job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s))
 
     try:
-        kwargs: dict[str, Any] = {"progress": on_progress, "cancel": token, "output_dir": output_dir}
-        if pass_model:
-            kwargs["model"] = cache.get(request.model)
+        model = cache.get(request.model)
         conn.send(("started", job_id, time.time()))
         token.raise_if_cancelled()
-        result = render(request, **kwargs)
+        result = render(request, model=model, progress=on_progress, cancel=token, output_dir=output_dir)
         payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
         payload = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in payload.items()}
         conn.send(("done", job_id, payload, cache.loaded()))

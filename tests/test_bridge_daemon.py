@@ -1,0 +1,294 @@
+"""The daemon through its ZeroMQ and OSC front ends: real worker subprocess, real renders (analytic model)."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from bridge import protocol
+from bridge.daemon import JobManager
+from bridge.osc_server import build
+from bridge.zmq_server import ZmqServer
+from engine.request import PCMAudio
+
+from bridge_fixtures import (InProcessDaemon, OscListener, ZmqPeer, final_count, make_config, read_wav,
+                             render_frames, tone, write_wav)
+from bridge_renders import CRASH_SEED, HANG_SEED, SLOW_SEED
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("daemon")
+    d = InProcessDaemon(root, make_config(root)).start()
+    write_wav(root / "in" / "clip.wav", tone(2.0))
+    (root / "in" / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wav file" * 10)
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def peer(daemon):
+    p = ZmqPeer(daemon.zmq.endpoint, zmq.DEALER)
+    yield p
+    p.close()
+
+
+def clip(daemon) -> str:
+    return str(daemon.root / "in" / "clip.wav")
+
+
+def infill(daemon, **kw) -> dict:
+    return {"task": "infill", "audio": clip(daemon), "start_s": 0.8, "end_s": 1.2, "model": "analytic",
+            "steps": 4, "context_s": 0.5, **kw}
+
+
+def wait(peer, job_id: str, timeout_s: float = 30.0) -> dict:
+    return peer.call(protocol.encode_request("wait", mid=job_id, timeout_s=timeout_s))
+
+
+def wait_state(daemon, job_id: str, state: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while daemon.manager.store.get(job_id).state != state:
+        assert time.monotonic() < deadline, f"job {job_id} never reached {state}"
+        time.sleep(0.02)
+
+
+def test_a_req_client_gets_accepted_then_the_rendered_clip(daemon):
+    req = ZmqPeer(daemon.zmq.endpoint, zmq.REQ)
+    try:
+        acc = req.call(render_frames(infill(daemon, span="region"), mid="req-1"))
+        assert (acc["type"], acc["id"], acc["v"], acc["created"]) == ("accepted", "req-1", 1, True)
+        done = req.call(protocol.encode_request("wait", mid="req-1", timeout_s=30))
+    finally:
+        req.close()
+    assert done["type"] == "done", done
+    result = done["result"]
+    audio, rate = read_wav(result["path"])
+    assert rate == 44100 and audio.shape[0] == 2
+    # span=region: the clip covers exactly the 0.4 s region, placed at its start
+    assert result["offset_s"] == pytest.approx(0.8, abs=1e-6)
+    assert audio.shape[1] == pytest.approx(0.4 * 44100, abs=2)
+    sidecar = json.load(open(result["sidecar_path"]))
+    assert sidecar["seed"] == 0 and sidecar["request"]["task"] == "infill"
+    job = daemon.manager.store.get("req-1")
+    assert job.received_at <= job.accepted_at <= job.started_at <= job.finished_at
+    assert job.attempts == 1
+
+
+def test_a_dealer_client_can_send_pcm_frames_and_the_spool_is_cleaned(daemon, peer):
+    pcm = PCMAudio(tone(1.5, freq=330.0), 44100)
+    params = {"task": "infill", "audio": {"frame": 0}, "start_s": 0.5, "end_s": 0.9, "model": "analytic",
+              "steps": 3, "span": "full", "context_s": 0.3}
+    acc = peer.call(render_frames(params, mid="pcm-1", pcm=[pcm]))
+    assert acc["type"] == "accepted"
+    done = wait(peer, "pcm-1")
+    assert done["type"] == "done", done
+    audio, _ = read_wav(done["result"]["path"])
+    assert audio.shape == (2, 66150)  # span=full: the whole 1.5 s input timeline
+    # outside the edited window (context 0.3 s + seam) the input comes back unchanged (24-bit rounding)
+    np.testing.assert_allclose(audio[:, :4410], pcm.samples[:, :4410], atol=1e-4)
+    assert os.listdir(daemon.manager.store.spool_dir) == []
+
+
+def test_progress_is_published_per_job_then_exactly_one_done(daemon, peer):
+    sub = daemon.zmq.ctx.socket(zmq.SUB)
+    sub.connect(daemon.zmq.events_endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"segue/job/prog-1/")
+    sub.setsockopt(zmq.RCVTIMEO, 20000)
+    time.sleep(0.3)  # let the subscription reach the publisher
+    try:
+        peer.call(render_frames(infill(daemon, steps=5, seed=SLOW_SEED), mid="prog-1"))
+        events = []
+        while not events or events[-1]["type"] not in ("done", "error"):
+            topic, body = sub.recv_multipart()
+            assert topic == b"segue/job/prog-1/"
+            events.append(json.loads(body))
+    finally:
+        sub.close()
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
+    assert [e["type"] for e in events].count("done") == 1
+    assert all(e["id"] == "prog-1" for e in events)
+
+
+def test_cancelling_a_running_job_stops_it_without_writing(daemon, peer):
+    before = set(os.listdir(daemon.config.output_dir))
+    peer.call(render_frames(infill(daemon, steps=200, seed=SLOW_SEED), mid="cancel-run"))
+    wait_state(daemon, "cancel-run", "running")
+    t0 = time.monotonic()
+    status = peer.call(protocol.encode_request("cancel", mid="cancel-run"))
+    assert status["type"] == "status" and status["state"] == "running"
+    final = wait(peer, "cancel-run")
+    assert time.monotonic() - t0 < 3.0
+    assert (final["type"], final["error"]["code"]) == ("error", "cancelled")
+    assert set(os.listdir(daemon.config.output_dir)) == before
+
+
+def test_cancelling_a_queued_job_answers_at_once(daemon, peer):
+    peer.call(render_frames(infill(daemon, steps=200, seed=SLOW_SEED), mid="busy"))
+    peer.call(render_frames(infill(daemon, seed=5), mid="queued-1"))
+    status = peer.call(protocol.encode_request("cancel", mid="queued-1"))
+    assert status["state"] == "cancelled"
+    assert wait(peer, "queued-1")["error"]["code"] == "cancelled"
+    peer.call(protocol.encode_request("cancel", mid="busy"))
+    assert wait(peer, "busy")["error"]["code"] == "cancelled"
+    assert daemon.manager.store.get("queued-1").started_at is None
+
+
+def test_a_job_past_its_time_limit_is_killed_and_the_worker_restarted(daemon, peer):
+    restarts = daemon.manager.health()["devices"][0]["restarts"]
+    t0 = time.monotonic()
+    peer.call(render_frames(infill(daemon, seed=HANG_SEED), mid="hang-1", timeout_s=0.5))
+    final = wait(peer, "hang-1")
+    assert (final["type"], final["error"]["code"]) == ("error", "timeout")
+    assert 0.5 <= time.monotonic() - t0 < 6.0   # time limit + cancel grace (1 s) + kill
+    assert daemon.manager.health()["devices"][0]["restarts"] == restarts + 1
+    peer.call(render_frames(infill(daemon, seed=11), mid="after-hang"))
+    assert wait(peer, "after-hang")["type"] == "done"
+
+
+def test_a_crashed_worker_fails_its_job_and_is_restarted(daemon, peer):
+    before = daemon.manager.health()["devices"][0]
+    peer.call(render_frames(infill(daemon, seed=CRASH_SEED), mid="crash-1"))
+    final = wait(peer, "crash-1")
+    assert (final["type"], final["error"]["code"]) == ("error", "worker_crashed")
+    assert "-9" in final["error"]["message"]
+    peer.call(render_frames(infill(daemon, seed=12), mid="after-crash"))
+    assert wait(peer, "after-crash")["type"] == "done"
+    after = daemon.manager.health()["devices"][0]
+    assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"] and after["alive"]
+
+
+def test_a_failing_job_returns_its_error_and_the_daemon_keeps_serving(daemon, peer):
+    peer.call(render_frames(infill(daemon, audio=str(daemon.root / "in" / "broken.wav")), mid="broken-1"))
+    final = wait(peer, "broken-1")
+    assert final["type"] == "error" and final["error"]["code"] == "corrupt_audio"
+    peer.call(render_frames(infill(daemon, seed=13), mid="after-broken"))
+    assert wait(peer, "after-broken")["type"] == "done"
+
+
+def test_health_reports_version_models_device_and_queue(daemon, peer):
+    peer.call(render_frames(infill(daemon, seed=14), mid="for-health"))
+    wait(peer, "for-health")
+    h = peer.call(protocol.encode_request("health", mid="h1"))
+    assert h["type"] == "health" and h["version"] == "0.1.0" and h["protocol"] == 1
+    assert "analytic" in h["models"]["available"] and h["models"]["loaded"] == ["analytic"]
+    assert h["devices"][0]["device"] == "cpu" and h["devices"][0]["alive"]
+    assert h["queue_length"] == 0 and h["running"] == 0 and h["accepting"]
+
+
+def test_unload_empties_the_model_cache(daemon, peer):
+    peer.call(render_frames(infill(daemon, seed=15), mid="for-unload"))
+    wait(peer, "for-unload")
+    assert daemon.manager.health()["models"]["loaded"] == ["analytic"]
+    assert peer.call(protocol.encode_request("unload", mid="u1"))["type"] == "ok"
+    deadline = time.monotonic() + 5
+    while daemon.manager.health()["models"]["loaded"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_resending_an_id_reattaches_and_a_different_request_under_it_is_refused(daemon, peer):
+    first = peer.call(render_frames(infill(daemon, seed=21), mid="dup-1"))
+    again = peer.call(render_frames(infill(daemon, seed=21), mid="dup-1"))
+    assert (first["created"], again["created"]) == (True, False)
+    clash = peer.call(render_frames(infill(daemon, seed=22), mid="dup-1"))
+    assert clash["error"]["code"] == "duplicate_id"
+    assert wait(peer, "dup-1")["type"] == "done"
+    assert daemon.manager.store.counts()["done"] >= 1
+    assert sum(1 for j in daemon.manager.store.list(limit=1000) if j.id == "dup-1") == 1
+
+
+def test_paths_outside_the_roots_and_symlink_escapes_are_refused_before_queueing(daemon, peer, tmp_path):
+    outside = write_wav(tmp_path / "secret.wav", tone(1.0))
+    link = daemon.root / "in" / "link.wav"
+    if not link.exists():
+        link.symlink_to(outside)
+    queued = daemon.manager.store.counts()
+    for path in (str(outside), str(link), "relative/clip.wav", str(daemon.root / "in" / ".." / ".." / "x.wav")):
+        r = peer.call(render_frames(infill(daemon, audio=path)))
+        assert r["error"]["code"] == "path_not_allowed", (path, r)
+    r = peer.call(render_frames(infill(daemon, output=str(tmp_path / "out.wav"))))
+    assert r["error"]["code"] == "path_not_allowed"
+    assert daemon.manager.store.counts() == queued
+
+
+def test_bad_requests_get_their_engine_error_codes(daemon, peer):
+    cases = [
+        (render_frames(infill(daemon, end_s=0.5)), "invalid_request"),
+        (render_frames({**infill(daemon), "bogus": 1}), "invalid_request"),
+        ([b'{"v": 99, "type": "health"}'], "unsupported_version"),
+        ([b"\xff\xfe"], "bad_message"),
+        ([protocol.encode({"v": 1, "type": "render", "params": {"task": "infill"},
+                           "frames": [{"shape": [2, 10], "sample_rate": 44100}]}), b"\x00" * 79], "bad_message"),
+        (protocol.encode_request("status", mid="no-such-job"), "unknown_job"),
+    ]
+    for frames, code in cases:
+        r = peer.call(frames)
+        assert (r["type"], r["error"]["code"]) == ("error", code), (frames[0][:80], r)
+
+
+def test_osc_render_replies_to_the_named_port_with_progress_and_done(daemon):
+    listener = OscListener()
+    try:
+        daemon.osc.sock.sendto(b"", daemon.osc.address)  # an empty datagram is answered, not fatal
+        msg = build("/segue/infill", clip(daemon), 0.8, 1.2, "model=analytic", "steps=6", f"seed={SLOW_SEED}",
+                    "id=osc-1", f"reply_port={listener.port}", "context=0.5")
+        listener.sock.sendto(msg, daemon.osc.address)
+        got = listener.collect(lambda m: final_count(m, "osc-1") > 0)
+    finally:
+        listener.close()
+    addresses = [a for a, _ in got]
+    assert addresses[0] == "/segue/accepted" and got[0][1] == ["osc-1"]
+    progress = [p[1] for a, p in got if a == "/segue/progress"]
+    assert progress and progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+    done = [p for a, p in got if a == "/segue/done"]
+    assert len(done) == 1 and done[0][0] == "osc-1" and os.path.exists(done[0][1])
+    assert done[0][2] == pytest.approx(0.0) and done[0][3] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_osc_errors_name_the_code(daemon):
+    listener = OscListener()
+    try:
+        for m in (build("/segue/infill", clip(daemon), 1.2, 0.8, "id=osc-bad"), build("/segue/nope", 1),
+                  build("/segue/infill", "/etc/passwd", 0.1, 0.2, "id=osc-etc"), b"#bundle\x00garbage"):
+            listener.sock.sendto(m, daemon.osc.address)
+        got = listener.collect(lambda m: len(m) >= 4)
+    finally:
+        listener.close()
+    errors = sorted((p[0], p[1]) for a, p in got if a == "/segue/error")
+    assert errors == sorted([("osc-bad", "invalid_request"), ("", "bad_message"), ("osc-etc", "path_not_allowed"),
+                             ("", "bad_message")])
+
+
+def test_a_token_is_required_to_bind_beyond_loopback_and_then_checked(tmp_path):
+    manager = JobManager(make_config(tmp_path))
+    ctx = zmq.Context()
+    try:
+        with pytest.raises(ValueError, match="token"):
+            ZmqServer(manager, endpoint="tcp://0.0.0.0:*", events="tcp://127.0.0.1:*", context=ctx)
+        server = ZmqServer(manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", token="s3cret",
+                           context=ctx)
+        denied = ctx.socket(zmq.DEALER)
+        denied.connect(server.endpoint)
+        denied.send_multipart(protocol.encode_request("health", mid="t2", token="wrong"))
+        denied.send_multipart(protocol.encode_request("health", mid="t3", token="s3cret"))
+        stop = threading.Event()
+        t = threading.Thread(target=server.serve, args=(stop,))
+        t.start()
+        denied.setsockopt(zmq.RCVTIMEO, 5000)
+        r2, r3 = json.loads(denied.recv()), json.loads(denied.recv())
+        stop.set()
+        t.join()
+        denied.close()
+        server.close()
+        assert (r2["id"], r2["error"]["code"]) == ("t2", "unauthorized")
+        assert (r3["id"], r3["type"]) == ("t3", "health")
+    finally:
+        manager.close()
+        ctx.term()
