@@ -72,17 +72,8 @@ def load_audio(source: Union[str, os.PathLike, PCMAudio], sample_rate: int = 441
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    if not path.exists():
-        raise AudioInputError(f"audio file not found: {path}", code="file_not_found")
-    if path.is_dir():
-        raise AudioInputError(f"{path} is a folder, not an audio file")
-    if path.suffix.lower() not in READ_EXTENSIONS:
-        raise AudioInputError(
-            f"{path}: unsupported format {path.suffix or '(no extension)'}; use one of {', '.join(READ_EXTENSIONS)}",
-            code="unsupported_format")
+    check_readable(path)
     size = path.stat().st_size
-    if size == 0:
-        raise AudioInputError(f"{path} is empty (0 bytes)")
     if size > MAX_FILE_BYTES:
         raise AudioInputError(f"{path} is {size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.0f} GB")
     try:
@@ -180,3 +171,20 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return v
+
+
+def check_readable(source: Union[str, os.PathLike, PCMAudio]) -> None:
+    """Cheap checks (exists, format, size) before anything slow, such as loading a model."""
+    if isinstance(source, PCMAudio):
+        return
+    path = Path(source)
+    if not path.exists():
+        raise AudioInputError(f"audio file not found: {path}", code="file_not_found")
+    if path.is_dir():
+        raise AudioInputError(f"{path} is a folder, not an audio file")
+    if path.suffix.lower() not in READ_EXTENSIONS:
+        raise AudioInputError(
+            f"{path}: unsupported format {path.suffix or '(no extension)'}; use one of {', '.join(READ_EXTENSIONS)}",
+            code="unsupported_format")
+    if path.stat().st_size == 0:
+        raise AudioInputError(f"{path} is empty (0 bytes)")

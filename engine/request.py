@@ -84,11 +84,11 @@ class RenderRequest:
     # sampling
     model: str = "builtin"
     sampler: str = "ddim"
-    steps: int = 50
+    steps: Optional[int] = None              # None -> the model's default
     seed: int = 0
     # guidance
     guidance_scale: Optional[float] = None   # xi; None -> the model's default (3e-2 latent, 3e-3 waveform)
-    step_mode: str = "fixed"
+    step_mode: Optional[str] = None          # None -> the model's default
     recon_loss: str = "l1"
     recon_weight: float = 1.0
     recon_space: str = "latent"
@@ -156,13 +156,15 @@ def validate(r: RenderRequest) -> None:
         if isinstance(a, str) and not a.strip():
             raise InvalidRequest("an audio path is empty")
     _choice("sampler", r.sampler, SAMPLER_NAMES)
-    _choice("step_mode", r.step_mode, STEP_MODES)
+    if r.step_mode is not None:
+        _choice("step_mode", r.step_mode, STEP_MODES)
     _choice("recon_loss", r.recon_loss, RECON_LOSSES)
     _choice("recon_space", r.recon_space, RECON_SPACES)
     _choice("style_loss", r.style_loss, EMBED_LOSSES)
     _choice("span", r.span, SPANS)
     _choice("bit_depth", r.bit_depth, BIT_DEPTHS)
-    if isinstance(r.steps, bool) or not isinstance(r.steps, int) or not 1 <= r.steps <= MAX_STEPS:
+    if r.steps is not None and (isinstance(r.steps, bool) or not isinstance(r.steps, int)
+                                or not 1 <= r.steps <= MAX_STEPS):
         raise InvalidRequest(f"steps must be an integer within [1, {MAX_STEPS}], got {r.steps!r}")
     if isinstance(r.seed, bool) or not isinstance(r.seed, int) or not 0 <= r.seed < 2 ** 63:
         raise InvalidRequest(f"seed must be a non-negative integer, got {r.seed!r}")
@@ -211,12 +213,18 @@ def validate(r: RenderRequest) -> None:
 
 
 def request_from_mapping(fields: Mapping[str, Any]) -> RenderRequest:
-    """Build a request from decoded JSON / OSC / preset values, rejecting unknown keys."""
+    """Build a request from decoded JSON / OSC / CLI values, rejecting unknown keys.
+
+    A `preset` fills in the fields the caller left out (explicit values win).
+    """
     known = {f.name for f in dataclasses.fields(RenderRequest)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise InvalidRequest(f"unknown request field(s): {', '.join(unknown)}")
     values = dict(fields)
+    if values.get("preset"):
+        from .presets import apply_preset  # presets are optional for a request; import on use
+        values = apply_preset(values, values["preset"])
     if "task" not in values:
         raise InvalidRequest("task is required")
     audio = values.get("audio", ())

@@ -61,7 +61,7 @@ class GaussianProcessDenoiser(torch.nn.Module):
 
 def load_analytic() -> Model:
     return Model(name="analytic", denoiser=GaussianProcessDenoiser(), autoencoder=None,
-                 default_guidance_scale=None, default_steps=30,
+                 default_guidance_scale=0.2, default_steps=30, default_step_mode="normalized",
                  info={"kind": "closed-form Gaussian process (test model)", "weights": None})
 
 

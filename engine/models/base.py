@@ -24,6 +24,7 @@ class Model:
     autoencoder: Optional[Autoencoder] = None
     default_guidance_scale: Optional[float] = None
     default_steps: int = 50
+    default_step_mode: str = "fixed"
     info: dict = field(default_factory=dict)
 
     @property
@@ -36,16 +37,49 @@ class Model:
 
     @property
     def guidance_scale(self) -> float:
-        if self.default_guidance_scale is not None:
+        """The default xi for the default step mode."""
+        return self.default_scale(self.default_step_mode)
+
+    def default_scale(self, step_mode: str) -> float:
+        """xi when a request names none: the model's own choice for its default mode, else the
+        method's values for "fixed" (3e-2 latent, 3e-3 waveform), 0.2 for "normalized" and the
+        exact Bayes weight 1 for "posterior"."""
+        if step_mode == self.default_step_mode and self.default_guidance_scale is not None:
             return self.default_guidance_scale
-        return 3e-2 if self.autoencoder is not None else 3e-3
+        if step_mode == "fixed":
+            return 3e-2 if self.autoencoder is not None else 3e-3
+        return 0.2 if step_mode == "normalized" else 1.0
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 2, samples) audio -> the space the denoiser works in."""
         return audio if self.autoencoder is None else self.autoencoder.encode(audio)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.autoencoder is None else self.autoencoder.decode(z)
+    def decode(self, z: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
+        """Latents -> (B, 2, samples) audio, `length` samples long when given."""
+        if self.autoencoder is None:
+            audio = z
+        else:
+            try:
+                audio = self.autoencoder.decode(z, length=length)  # type: ignore[call-arg]
+            except TypeError:
+                audio = self.autoencoder.decode(z)
+        if length is not None:
+            if audio.shape[-1] < length:
+                audio = torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
+            audio = audio[..., :length]
+        return audio
+
+    def latent_frames(self, samples: int) -> int:
+        """How many frames `encode` gives for `samples` samples."""
+        if self.autoencoder is None:
+            return samples
+        frames_for = getattr(self.autoencoder, "frames_for", None)
+        return int(frames_for(samples)) if frames_for is not None else samples // self.hop
+
+    @property
+    def frame_multiple(self) -> int:
+        """The denoiser needs a frame count divisible by this (e.g. a U-Net's downsampling)."""
+        return int(getattr(self.denoiser, "frame_multiple", 1))
 
 
 ModelLoader = Callable[[], Model]

@@ -1,0 +1,182 @@
+"""One code path from a validated `RenderRequest` to a rendered clip on disk.
+
+Every front end (CLI, daemon, benchmarks) calls `render` (or `render_audio` for
+in-memory results). Models are loaded once per process and cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import __version__
+from .audio_io import check_readable, load_audio, sidecar_path, write_audio_atomic
+from .errors import InvalidRequest, ModelNotFound
+from .models import Model, load_model
+from .progress import CancelToken, ProgressCallback, ProgressTracker
+from .request import RenderRequest
+from .tasks import (StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, style,
+                    transition)
+
+_MODELS: dict[str, Model] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def get_model(name: str) -> Model:
+    """Load a model once per process (thread-safe) and keep it for later requests."""
+    with _MODELS_LOCK:
+        if name not in _MODELS:
+            _MODELS[name] = load_model(name)
+        return _MODELS[name]
+
+
+def loaded_models() -> list[str]:
+    with _MODELS_LOCK:
+        return sorted(_MODELS)
+
+
+def unload_models(name: Optional[str] = None) -> list[str]:
+    """Drop one cached model (or all) so its memory can be reclaimed; returns the names dropped."""
+    with _MODELS_LOCK:
+        names = [name] if name is not None else list(_MODELS)
+        dropped = [n for n in names if _MODELS.pop(n, None) is not None]
+    return dropped
+
+
+@dataclass
+class RenderedAudio:
+    """A render in memory: the clip (2, n) at `sample_rate`, `offset_s` into the first input."""
+
+    audio: np.ndarray
+    sample_rate: int
+    offset_s: float
+    losses: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[1] / self.sample_rate
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Where a render landed and what it covers."""
+
+    path: str
+    sidecar_path: str
+    offset_s: float
+    duration_s: float
+    sample_rate: int
+    seed: int
+    model: str
+
+
+def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> RenderedAudio:
+    """Run a request and return the clip (`span` decides: the region alone, or the whole edited timeline)."""
+    t0 = time.monotonic()
+    model = model if model is not None else get_model(request.model)
+    if request.steps is None:
+        request = request.replace(steps=model.default_steps)
+    rate = model.sample_rate
+    audios = [load_audio(a, rate) for a in request.audio]
+    tracker = ProgressTracker(sampling_passes(request) * steps_per_pass(request), progress, cancel)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    generator = torch.Generator().manual_seed(request.seed)
+    out = _run_task(model, audios, request, generator, tracker)
+    if request.span == "region":
+        audio, offset = out.region, out.offset
+    else:
+        audio, offset = out.full, 0
+    return RenderedAudio(np.ascontiguousarray(audio, dtype=np.float32), rate, offset / rate, out.losses,
+                         time.monotonic() - t0)
+
+
+def _run_task(model: Model, audios: list[np.ndarray], request: RenderRequest, generator: torch.Generator,
+              tracker: ProgressTracker) -> TaskOutput:
+    kw = dict(generator=generator, tracker=tracker)
+    if request.task == "infill":
+        return infill(model, audios, request, **kw)
+    if request.task == "regenerate":
+        return infill(model, audios, request, regenerate=True, **kw)
+    if request.task == "continue":
+        return continue_clip(model, audios, request, **kw)
+    if request.task == "transition":
+        return transition(model, audios, request, **kw)
+    return style(model, audios, request, target=style_target(request, model.sample_rate), **kw)
+
+
+def style_target(request: RenderRequest, sample_rate: int, embedder_name: str = "dsp") -> StyleTarget:
+    """The embedder and the embedding to steer toward (from a reference clip or a stored vector)."""
+    from .embedders import load_embedder  # embedders are only needed for style
+
+    embed = load_embedder(embedder_name)
+    if embed.sample_rate != sample_rate:
+        raise ModelNotFound(f"embedder {embedder_name!r} runs at {embed.sample_rate} Hz, the model at {sample_rate} Hz")
+    if request.reference_embedding is not None:
+        ref = torch.tensor(request.reference_embedding, dtype=torch.float32)[None]
+        if ref.shape[1] != embed.dim:
+            raise InvalidRequest(f"reference_embedding has {ref.shape[1]} values; the {embedder_name!r} embedder "
+                                 f"gives {embed.dim}", code="bad_preset")
+    else:
+        ref_audio = torch.from_numpy(load_audio(request.reference, sample_rate))[None]
+        with torch.no_grad():
+            ref = embed(ref_audio).float()
+    return StyleTarget(embed=embed, reference=ref)
+
+
+def default_output_path(request: RenderRequest, output_dir: Path) -> Path:
+    """A name that is unique per request content, readable, and never overwrites an input."""
+    digest = hashlib.sha1(json.dumps(request.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    first = request.audio[0]
+    stem = Path(first).stem if isinstance(first, str) else "pcm"
+    return output_dir / f"{stem}.{request.task}.{digest}.wav"
+
+
+def render(request: RenderRequest, *, model: Optional[Model] = None, progress: Optional[ProgressCallback] = None,
+           cancel: Optional[CancelToken] = None, output_dir: Optional[str | Path] = None) -> RenderResult:
+    """Render and write the WAV (atomically) plus its JSON sidecar; nothing is written on failure."""
+    for source in (*request.audio, *([request.reference] if request.reference is not None else [])):
+        check_readable(source)
+    model = model if model is not None else get_model(request.model)
+    if request.output is not None:
+        path = Path(request.output)
+    else:
+        path = default_output_path(request, Path(output_dir) if output_dir is not None else Path.cwd())
+    if path.suffix.lower() != ".wav":
+        raise InvalidRequest(f"output must end in .wav, got {path.name}")
+    inputs = {Path(a).resolve() for a in request.audio if isinstance(a, str)}
+    if path.resolve() in inputs:
+        raise InvalidRequest(f"the output {path} would overwrite an input", code="output_is_input")
+    rendered = render_audio(request, model=model, progress=progress, cancel=cancel)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    sidecar = {
+        "segue_version": __version__,
+        "request": request.to_json(),
+        "model": {"name": model.name, **{k: v for k, v in model.info.items() if _plain(v)}},
+        "seed": request.seed,
+        "sample_rate": rendered.sample_rate,
+        "offset_s": rendered.offset_s,
+        "duration_s": rendered.duration_s,
+        "step_mode": request.step_mode or model.default_step_mode,
+        "guidance_scale": (request.guidance_scale if request.guidance_scale is not None
+                           else model.default_scale(request.step_mode or model.default_step_mode)),
+        "final_losses": rendered.losses,
+        "elapsed_s": round(rendered.elapsed_s, 3),
+    }
+    write_audio_atomic(path, rendered.audio, rendered.sample_rate, bit_depth=request.bit_depth, sidecar=sidecar)
+    return RenderResult(str(path), str(sidecar_path(path)), rendered.offset_s, rendered.duration_s,
+                        rendered.sample_rate, request.seed, model.name)
+
+
+def _plain(v: object) -> bool:
+    return isinstance(v, (str, int, float, bool, type(None), list, dict))

@@ -1,0 +1,304 @@
+"""The five tasks as guided generation over windows: infill, regenerate, continue, transition, style.
+
+Each task turns a request and its audio into one call (or a chain of calls, for
+long continuations) of `generate_window`, which runs the sampler with the
+task's losses and start sample, and then places the result on the timeline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InvalidRequest
+from .guidance import EMBED_LOSSES, RECON_LOSSES, Guidance, LossTerm
+from .models.base import Model
+from .progress import ProgressTracker
+from .regions import Window, as_tensor, crossfade, equal_power_curves, frame_mask, frame_support, plan_window, splice
+from .request import RenderRequest
+from .samplers import DataConsistency, get_sampler, randn_like
+from .schedule import get_sigmas_cosine, sigma_to_t, truncate_sigmas
+
+CONTINUE_CHUNK_S = 3.6      # generated per continuation pass (the method's 2.4 s -> 6 s)
+MIN_GAP_S = 0.05
+
+
+@dataclass
+class TaskOutput:
+    """The rendered clip and where it sits: `offset` samples into the first input's timeline.
+
+    `full` is the whole edited timeline (input with the clip in place).
+    """
+
+    region: np.ndarray
+    offset: int
+    full: np.ndarray
+    losses: dict
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """An embedder and the embedding to move toward."""
+
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    reference: torch.Tensor
+
+
+def seconds(s: float, rate: int) -> int:
+    return int(round(s * rate))
+
+
+def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request: RenderRequest, *,
+                    generator: torch.Generator, tracker: ProgressTracker, x_bar: Optional[np.ndarray] = None,
+                    style: Optional[StyleTarget] = None, style_span: Optional[tuple[int, int]] = None,
+                    strength: float = 1.0) -> tuple[np.ndarray, dict]:
+    """Generate the unknown samples of a window (2, L), guided by its known samples and/or a style.
+
+    `x_bar` (same shape) makes the start k z + (1 - k) x_bar on the gap (regenerate,
+    transition); `strength` < 1 starts from the noised input instead (audio-to-audio).
+    """
+    length = audio.shape[1]
+    padded = _padded_length(model, length)
+    pad = padded - length
+    audio_p = np.pad(audio, ((0, 0), (0, pad)))
+    known_p = np.concatenate([known, np.zeros(pad, dtype=bool)])
+    device = next(_params(model.denoiser), torch.empty(0)).device
+
+    with torch.no_grad():
+        y = model.encode(as_tensor(audio_p).to(device))
+    if model.autoencoder is None:
+        m = torch.from_numpy(known_p)
+    else:
+        offset, span = frame_support(model.autoencoder)
+        m = torch.from_numpy(frame_mask(known_p, y.shape[-1], model.hop, offset, span))
+    mask = m.to(device=device, dtype=y.dtype).reshape(1, 1, -1)
+    any_known = bool(m.any())
+
+    sigmas = get_sigmas_cosine(request.steps)
+    if strength < 1.0:
+        sigmas = truncate_sigmas(sigmas, strength)
+    sigma0 = float(sigmas[0])
+    z = randn_like(y, generator)
+    if strength < 1.0:
+        x = y + sigma0 * z
+    else:
+        x = y * mask + sigma0 * z
+        if x_bar is not None:
+            with torch.no_grad():
+                xb = model.encode(as_tensor(np.pad(x_bar, ((0, 0), (0, pad)))).to(device))
+            a_t = 1.0 / (1.0 + sigma0 ** 2) ** 0.5
+            k = request.mix_k
+            mixed = (k * z + (1 - k) * xb) / a_t   # VP x_T = k z + (1 - k) x_bar, seen in the VE view
+            x = torch.where(mask.bool().expand_as(x), x, mixed)
+
+    terms: list[LossTerm] = []
+    if any_known and request.recon_weight > 0:
+        terms.append(_recon_term(model, request, y, mask, audio_p, known_p, device))
+    if style is not None and request.style_weight > 0:
+        lo, hi = style_span if style_span is not None else (0, length)
+        decode = (lambda x0: model.decode(x0, padded)[..., lo:hi])
+        terms.append(LossTerm(f"style_{request.style_loss}",
+                              EMBED_LOSSES[request.style_loss](style.embed, style.reference, decode),
+                              request.style_weight))
+    step_mode = request.step_mode or model.default_step_mode
+    scale = request.guidance_scale if request.guidance_scale is not None else model.default_scale(step_mode)
+    guide = Guidance(terms, scale=scale, step_mode=step_mode) if terms else None
+    consistency = DataConsistency(known=y, mask=mask) if (request.data_consistency and any_known) else None
+
+    sampler = get_sampler(request.sampler)
+    out = sampler(model.denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency,
+                  callback=tracker.step_callback(), cancel=tracker.cancel, generator=generator)
+    with torch.no_grad():
+        wav = model.decode(out, padded)[0, :, :length].float().cpu().numpy()
+    losses = dict(guide.last_losses) if guide is not None else {}
+    return np.nan_to_num(wav, nan=0.0, posinf=0.0, neginf=0.0), losses
+
+
+def _recon_term(model: Model, request: RenderRequest, y: torch.Tensor, mask: torch.Tensor,
+                audio_p: np.ndarray, known_p: np.ndarray, device: torch.device) -> LossTerm:
+    """Reconstruction of the context: in latent space (fast) or through the decoder (exact)."""
+    in_audio = request.recon_space == "audio" or request.recon_loss == "mrstft" or model.autoencoder is None
+    if in_audio:
+        target = as_tensor(audio_p).to(device)
+        smask = torch.from_numpy(known_p).to(device=device, dtype=target.dtype).reshape(1, 1, -1)
+        op = None if model.autoencoder is None else (lambda x0: model.decode(x0, audio_p.shape[1]))
+        fn = RECON_LOSSES[request.recon_loss](target, smask, op)
+    else:
+        fn = RECON_LOSSES[request.recon_loss](y, mask)
+    return LossTerm(f"recon_{request.recon_loss}", fn, request.recon_weight)
+
+
+def _padded_length(model: Model, length: int) -> int:
+    """Smallest length >= `length` whose latent frame count suits the denoiser."""
+    mult = model.frame_multiple
+    if mult <= 1 and model.autoencoder is None:
+        return length
+    step = model.hop
+    n = -(-length // step) * step
+    for _ in range(mult * 4 + 4):
+        if model.latent_frames(n) % mult == 0:
+            return n
+        n += step
+    raise RuntimeError(f"no padding of {length} samples gives a frame count divisible by {mult}")
+
+
+def _params(module: object):
+    return module.parameters() if isinstance(module, torch.nn.Module) else iter(())
+
+
+# ---- the tasks ---------------------------------------------------------------------------
+
+def _region_bounds(request: RenderRequest, total: int, rate: int) -> tuple[int, int]:
+    start, end = seconds(request.start_s, rate), seconds(request.end_s, rate)
+    duration = total / rate
+    if end > total:
+        raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts {duration:.3f} s",
+                             code="region_out_of_range")
+    if end - start < seconds(MIN_GAP_S, rate):
+        raise InvalidRequest(f"the region must be at least {MIN_GAP_S * 1000:.0f} ms long")
+    return start, end
+
+
+def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *, generator: torch.Generator,
+           tracker: ProgressTracker, regenerate: bool = False) -> TaskOutput:
+    """Fill [start, end) from the context around it (regenerate: start from 0.85 noise + 0.15 original)."""
+    audio = audios[0]
+    rate = model.sample_rate
+    start, end = _region_bounds(request, audio.shape[1], rate)
+    win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
+    window_audio = audio[:, win.start:win.stop]
+    gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
+                                  tracker=tracker, x_bar=window_audio if regenerate else None)
+    return _place(audio, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+
+
+def _place(audio: np.ndarray, gen: np.ndarray, win: Window, seam: int, losses: dict) -> TaskOutput:
+    """Splice the window's generated gap into the timeline `audio`."""
+    original = audio[:, win.start:win.stop]
+    region = splice(original, gen, win.gap_start - win.start, win.gap_stop - win.start, seam)
+    full = audio.copy()
+    full[:, win.gap_start:win.gap_stop] = region
+    return TaskOutput(region=region, offset=win.gap_start, full=full, losses=losses)
+
+
+def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
+                  generator: torch.Generator, tracker: ProgressTracker) -> TaskOutput:
+    """Continue from the cut point for `duration_s`, chunk by chunk, each conditioned on what came before."""
+    audio = audios[0]
+    rate = model.sample_rate
+    cut = audio.shape[1] if request.start_s is None else seconds(request.start_s, rate)
+    if cut > audio.shape[1]:
+        raise InvalidRequest(f"the cut point {request.start_s:.3f} s lies after the end of the audio "
+                             f"({audio.shape[1] / rate:.3f} s)", code="region_out_of_range")
+    if cut < seconds(0.25, rate):
+        raise InvalidRequest("continuation needs at least 0.25 s of audio before the cut point")
+    context = min(seconds(request.context_s, rate), cut)
+    todo = seconds(request.duration_s, rate)
+    chunk = seconds(CONTINUE_CHUNK_S, rate)
+    stream = audio[:, :cut]
+    losses: dict = {}
+    while todo > 0:
+        n = min(chunk, todo)
+        ctx = stream[:, -context:]
+        window_audio = np.concatenate([ctx, np.zeros((2, n), np.float32)], axis=1)
+        known = np.concatenate([np.ones(ctx.shape[1], bool), np.zeros(n, bool)])
+        gen, losses = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker)
+        stream = _join(stream, gen, ctx.shape[1], seconds(request.seam_ms / 1000.0, rate))
+        todo -= n
+    continuation = stream[:, cut:]
+    return TaskOutput(region=continuation, offset=cut, full=stream, losses=losses)
+
+
+def _join(stream: np.ndarray, gen: np.ndarray, context: int, seam: int) -> np.ndarray:
+    """Append the new part of `gen` (after its `context` samples), crossfading the last `seam` of the stream."""
+    seam = min(seam, context)
+    out = np.concatenate([stream, gen[:, context:]], axis=1)
+    if seam > 0:
+        a = stream[:, -seam:]
+        b = gen[:, context - seam:context]
+        out[:, stream.shape[1] - seam:stream.shape[1]] = crossfade(a, b)
+    return out
+
+
+def transition_mix(a: np.ndarray, b: np.ndarray, join_a: int, join_b: int, xf: int) -> tuple[np.ndarray, int, int]:
+    """The timeline A[:join_a] ++ B[join_b:] with a constant-power crossfade of `xf` samples centred on the join.
+
+    Material A has after join_a (and B before join_b) feeds the crossfade; where
+    there is none, that side contributes silence. Returns (mix, gap_start, gap_stop).
+    """
+    total = join_a + (b.shape[1] - join_b)
+    mix = np.zeros((2, total), np.float32)
+    mix[:, :join_a] = a[:, :join_a]
+    mix[:, join_a:] = b[:, join_b:]
+    g0, g1 = max(0, join_a - xf // 2), min(total, join_a + (xf - xf // 2))
+    idx = np.arange(g0, g1)
+    a_part = np.zeros((2, len(idx)), np.float32)
+    ok = idx < a.shape[1]
+    a_part[:, ok] = a[:, idx[ok]]
+    b_idx = idx - join_a + join_b
+    b_part = np.zeros((2, len(idx)), np.float32)
+    okb = (b_idx >= 0) & (b_idx < b.shape[1])
+    b_part[:, okb] = b[:, b_idx[okb]]
+    fo, fi = equal_power_curves(len(idx))
+    mix[:, g0:g1] = a_part * fo + b_part * fi
+    return mix, g0, g1
+
+
+def transition(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
+               generator: torch.Generator, tracker: ProgressTracker) -> TaskOutput:
+    """Regenerate a crossfade between clip A (left) and clip B (right), with both as context."""
+    a, b = audios
+    rate = model.sample_rate
+    join_a = a.shape[1] if request.start_s is None else seconds(request.start_s, rate)
+    join_b = seconds(request.b_start_s, rate)
+    if join_a > a.shape[1]:
+        raise InvalidRequest(f"the join point in clip A ({request.start_s:.3f} s) lies after its end "
+                             f"({a.shape[1] / rate:.3f} s)", code="region_out_of_range")
+    if join_b >= b.shape[1]:
+        raise InvalidRequest(f"the join point in clip B ({request.b_start_s:.3f} s) is not before its end "
+                             f"({b.shape[1] / rate:.3f} s)", code="region_out_of_range")
+    xf = seconds(request.crossfade_s, rate)
+    if join_a < xf // 2 or b.shape[1] - join_b < xf - xf // 2:
+        raise InvalidRequest(f"both clips need at least half the crossfade ({request.crossfade_s / 2:.2f} s) "
+                             "on their side of the join", code="region_out_of_range")
+    mix, g0, g1 = transition_mix(a, b, join_a, join_b, xf)
+    win = plan_window(mix.shape[1], g0, g1, seconds(request.context_s, rate))
+    window_audio = mix[:, win.start:win.stop]
+    gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
+                                  tracker=tracker, x_bar=window_audio)
+    return _place(mix, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+
+
+def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *, generator: torch.Generator,
+          tracker: ProgressTracker, target: StyleTarget) -> TaskOutput:
+    """Push [start, end) (default: all) toward the reference embedding, with the context around it kept."""
+    audio = audios[0]
+    rate = model.sample_rate
+    start = 0 if request.start_s is None else seconds(request.start_s, rate)
+    end = audio.shape[1] if request.end_s is None else seconds(request.end_s, rate)
+    if end > audio.shape[1]:
+        raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts "
+                             f"{audio.shape[1] / rate:.3f} s", code="region_out_of_range")
+    if end - start < seconds(0.5, rate):
+        raise InvalidRequest("style needs at least 0.5 s of audio")
+    win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
+    window_audio = audio[:, win.start:win.stop]
+    gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
+                                  tracker=tracker, style=target, style_span=(start - win.start, end - win.start),
+                                  strength=request.strength)
+    return _place(audio, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+
+
+def sampling_passes(request: RenderRequest) -> int:
+    """How many sampler passes a request takes (for progress totals)."""
+    if request.task == "continue":
+        return max(1, int(np.ceil(request.duration_s / CONTINUE_CHUNK_S - 1e-9)))
+    return 1
+
+
+def steps_per_pass(request: RenderRequest) -> int:
+    if request.task == "style" and request.strength < 1.0:
+        return len(truncate_sigmas(get_sigmas_cosine(request.steps), request.strength)) - 1
+    return request.steps
