@@ -105,10 +105,12 @@ def _add_optional_subcommands(sub: Any) -> None:
     except ImportError:
         pass
     try:
-        from bridge.serve import add_serve_parser
-        add_serve_parser(sub)
+        from bridge.serve import add_serve_arguments, serve_main
     except ImportError:
-        pass
+        return
+    p = sub.add_parser("serve", help="run the engine daemon with its ZeroMQ and OSC front ends")
+    add_serve_arguments(p)
+    p.set_defaults(func=serve_main)
 
 
 REQUEST_KEYS = ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "reference", "strength",
