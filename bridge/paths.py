@@ -49,6 +49,10 @@ class PathPolicy:
             raise PathNotAllowed(f"{what} must be a non-empty path string")
         if "\x00" in path:
             raise PathNotAllowed(f"{what} contains a NUL byte")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PathNotAllowed(f"{what} is not valid UTF-8 text") from None
         if not os.path.isabs(path):
             raise PathNotAllowed(f"{what} must be an absolute path, got {path!r:.200}")
         return path
