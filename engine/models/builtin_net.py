@@ -7,6 +7,12 @@ time, which is cheap enough to train and sample on a laptop CPU. Five resolution
 continuation need. The network is fully convolutional; inputs of any length are
 padded to a multiple of the total stride inside `forward` and cropped back.
 Time conditioning: a sinusoidal embedding of t feeding FiLM in every block.
+
+Output head: v = A + M * x_t, with A and M both predicted per channel. The hidden
+width (a few hundred) is far below the 4 x bins latent channels, so a purely
+additive head could not express per-bin denoising at low noise (it would have to
+reproduce every noise value through the bottleneck); the mask M applies a
+context-dependent, per-element Wiener-like gain to the input instead.
 """
 from __future__ import annotations
 
@@ -86,7 +92,7 @@ class SpectralUNet(nn.Module):
         self.ups = nn.ModuleList(nn.Conv1d(w[i + 1], w[i], 3, padding=1) for i in range(len(w) - 1))
         self.up_blocks = nn.ModuleList(ResBlock(w[i], e, g) for i in range(len(w) - 1))
         self.out_norm = nn.GroupNorm(g, w[0])
-        self.out = nn.Conv1d(w[0], cfg.in_channels, 1)
+        self.out = nn.Conv1d(w[0], 2 * cfg.in_channels, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -94,6 +100,7 @@ class SpectralUNet(nn.Module):
         if x.ndim != 3 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must be (batch, {self.cfg.in_channels}, frames), got {tuple(x.shape)}")
         frames = x.shape[-1]
+        x_in = x
         pad = (-frames) % self.cfg.stride
         if pad:
             x = F.pad(x, (0, pad))
@@ -111,5 +118,5 @@ class SpectralUNet(nn.Module):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = self.ups[i](h) + skips[i]
             h = self.up_blocks[i](h, emb)
-        v = self.out(F.silu(self.out_norm(h)))
-        return v[..., :frames]
+        add, mask = self.out(F.silu(self.out_norm(h)))[..., :frames].chunk(2, dim=1)
+        return add + mask * x_in

@@ -1,0 +1,59 @@
+"""The `builtin` model: a small spectral v-diffusion model shipped in engine/models/weights/.
+
+Trained by `engine.training.train` on freely licensed game music from Debian (see
+engine/models/weights/MODEL_CARD.md). It works in the space of `SpectralTransform`
+(an exactly invertible compressed STFT, hop 512), so the engine's latent path
+(encode -> guided sampling -> decode) applies unchanged.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..denoiser import VPredictionDenoiser
+from ..errors import ModelNotFound
+from .base import Model, register_model
+from .builtin_net import NetConfig, SpectralUNet
+from .spectral import SpectralTransform
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_NAME = "builtin"
+TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corpus --out data && "
+                 "python -m engine.training.train --config cpu --out runs/cpu --export-to engine/models/weights")
+# Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
+DEFAULT_GUIDANCE_SCALE = 3e-2
+DEFAULT_STEPS = 32
+
+
+def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
+    """Load the shipped weights (or those in `weights_dir`) as a `Model` on the CPU."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    weights = folder / f"{WEIGHTS_NAME}.safetensors"
+    config = folder / f"{WEIGHTS_NAME}.json"
+    for path in (weights, config):
+        if not path.is_file():
+            raise ModelNotFound(f"built-in model file {path} not found; reinstall segue, or train it with: "
+                                f"{TRAIN_COMMAND}")
+    from safetensors.torch import load_file
+
+    meta = json.loads(config.read_text())
+    tensors = load_file(str(weights))
+    tcfg = meta["transform"]
+    transform = SpectralTransform(n_fft=int(tcfg["n_fft"]), hop=int(tcfg["hop"]), power=float(tcfg["power"]),
+                                  bin_scale=tensors.pop("transform.bin_scale"), sample_rate=int(meta["sample_rate"]))
+    net = SpectralUNet(NetConfig.from_dict(meta["net"]))
+    state = {k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    net.eval().requires_grad_(False)
+    denoiser = VPredictionDenoiser(net, sample_rate=transform.sample_rate, channels=transform.latent_channels,
+                                   sigma_data=float(meta.get("sigma_data", 1.0)))
+    return Model(name="builtin", denoiser=denoiser, autoencoder=transform,
+                 default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,
+                 info={"weights": str(weights), "training": meta.get("training", {}),
+                       "parameters": sum(p.numel() for p in net.parameters())})
+
+
+register_model("builtin", load_builtin)
