@@ -164,3 +164,28 @@ def test_regions_out_of_range_are_refused_before_anything_is_written(clip, tmp_p
 def test_invalid_requests_name_the_field(clip, fields, match):
     with pytest.raises(InvalidRequest, match=match):
         req(clip, **fields)
+
+
+def test_style_guidance_moves_the_embedding_toward_the_reference():
+    from engine.demo import demo_clip
+    from engine.render import style_target
+
+    x = demo_clip(1.5)
+    ref = (np.random.default_rng(0).standard_normal((2, 2 * RATE)) * 0.1).astype(np.float32)
+    base = dict(task="style", audio=(PCMAudio(x, RATE),), reference=PCMAudio(ref, RATE), model="analytic",
+                steps=8, span="region", context_s=0.0)
+    target = style_target(RenderRequest(**base), RATE)
+
+    def distance(audio):
+        with torch.no_grad():
+            return float((target.embed(torch.from_numpy(audio)[None]) - target.reference).pow(2).sum())
+
+    unguided = distance(render_audio(RenderRequest(**base, style_weight=0.0)).audio)
+    guided = distance(render_audio(RenderRequest(**base)).audio)
+    assert guided < 0.8 * unguided < 0.8 * distance(x)
+
+
+def test_style_reference_embedding_of_the_wrong_size_is_refused(clip):
+    with pytest.raises(InvalidRequest, match="reference_embedding has 3 values"):
+        render_audio(RenderRequest(task="style", audio=(PCMAudio(clip, RATE),), reference_embedding=(1.0, 2.0, 3.0),
+                                   model="analytic", steps=2))
