@@ -37,12 +37,8 @@ class Autoencoder(Protocol):
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
-class VPredictionDenoiser(torch.nn.Module):
-    """Wraps a network v(x_t, t) trained on the cosine VP schedule as a VE denoiser.
-
-    With x = x_t / a_t and sigma = tan(pi t / 2): x_t = x / sqrt(1 + sigma^2),
-    t = 2 atan(sigma) / pi, and x0_hat = a_t x_t - s_t v_hat.
-    """
+class NetworkDenoiser(torch.nn.Module):
+    """Common part of the wrappers: the network and the facts a sampler needs about it."""
 
     def __init__(self, net: torch.nn.Module, *, sample_rate: int, channels: int,
                  sigma_data: float = 1.0) -> None:
@@ -51,6 +47,18 @@ class VPredictionDenoiser(torch.nn.Module):
         self.sample_rate = sample_rate
         self.channels = channels
         self.sigma_data = sigma_data
+        self.frame_multiple = int(getattr(net, "frame_multiple", 1))
+
+    def _predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[Any]) -> torch.Tensor:
+        return self.net(x_t, t) if cond is None else self.net(x_t, t, cond)
+
+
+class VPredictionDenoiser(NetworkDenoiser):
+    """Wraps a network v(x_t, t) trained on the cosine VP schedule as a VE denoiser.
+
+    With x = x_t / a_t and sigma = tan(pi t / 2): x_t = x / sqrt(1 + sigma^2),
+    t = 2 atan(sigma) / pi, and x0_hat = a_t x_t - s_t v_hat.
+    """
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Optional[Any] = None) -> torch.Tensor:
         sigma = _batch_sigma(sigma, x)
@@ -61,30 +69,22 @@ class VPredictionDenoiser(torch.nn.Module):
         s_t = s * a_t
         t = torch.atan(s) * 2 / math.pi
         x_t = (x / sd) * _bcast(a_t, x)
-        v = self.net(x_t, t.to(x.dtype)) if cond is None else self.net(x_t, t.to(x.dtype), cond)
+        v = self._predict(x_t, t.to(x.dtype), cond)
         x0 = _bcast(a_t, x) * x_t - _bcast(s_t, x) * v
         return x0 * sd
 
 
-class FlowMatchingDenoiser(torch.nn.Module):
+class FlowMatchingDenoiser(NetworkDenoiser):
     """Wraps a velocity network of a flow-matching model, x_t = (1 - t) x0 + t e, v = e - x0.
 
     VE view: x = x_t / (1 - t), sigma = t / (1 - t); then x0_hat = x_t - t v_hat.
     """
 
-    def __init__(self, net: torch.nn.Module, *, sample_rate: int, channels: int,
-                 sigma_data: float = 1.0) -> None:
-        super().__init__()
-        self.net = net
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.sigma_data = sigma_data
-
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Optional[Any] = None) -> torch.Tensor:
         sigma = _batch_sigma(sigma, x)
         t = sigma / (1 + sigma)
         x_t = x * _bcast(1 - t, x)
-        v = self.net(x_t, t.to(x.dtype)) if cond is None else self.net(x_t, t.to(x.dtype), cond)
+        v = self._predict(x_t, t.to(x.dtype), cond)
         return x_t - _bcast(t, x) * v
 
 
