@@ -50,6 +50,13 @@ class Model:
             return 3e-2 if self.autoencoder is not None else 3e-3
         return 0.2 if step_mode == "normalized" else 1.0
 
+    def to(self, device: str | torch.device) -> "Model":
+        """Move the denoiser and the autoencoder (whichever are modules) to `device`; returns self."""
+        for part in (self.denoiser, self.autoencoder):
+            if isinstance(part, torch.nn.Module):
+                part.to(device)
+        return self
+
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 2, samples) audio -> the space the denoiser works in."""
         return audio if self.autoencoder is None else self.autoencoder.encode(audio)
