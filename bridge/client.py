@@ -27,7 +27,6 @@ from engine.errors import SegueError
 from engine.request import TASKS, PCMAudio
 
 from . import protocol
-from .zmq_server import DEFAULT_ENDPOINT
 
 UNREACHABLE = "unreachable"
 POLL_S = 0.05
@@ -59,7 +58,7 @@ ProgressFn = Callable[[dict], None]
 class SegueClient:
     """A DEALER connection to the daemon's ROUTER, plus a SUB socket for progress while waiting."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, token: Optional[str] = None,
+    def __init__(self, endpoint: str = protocol.DEFAULT_ENDPOINT, *, token: Optional[str] = None,
                  reply_timeout_s: float = 5.0, context: Optional[zmq.Context] = None) -> None:
         self.endpoint = endpoint
         self.token = token
@@ -248,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--span", choices=("region", "full"))
     p.add_argument("-o", "--output", help="output WAV path (inside the daemon's output folder)")
-    p.add_argument("--endpoint", default=os.environ.get("SEGUE_ENDPOINT", DEFAULT_ENDPOINT))
+    p.add_argument("--endpoint", default=os.environ.get("SEGUE_ENDPOINT", protocol.DEFAULT_ENDPOINT))
     p.add_argument("--token", default=os.environ.get("SEGUE_TOKEN"))
     p.add_argument("--timeout", type=float, help="give up (and cancel the job) after this many seconds")
     p.add_argument("--id", help="request id (default: a fresh one); reuse it to re-attach to the same job")

@@ -24,6 +24,8 @@ from engine.errors import InvalidRequest, SegueError
 from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest, request_from_mapping
 
 PROTOCOL_VERSION = 1
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"   # ROUTER, requests
+DEFAULT_EVENTS = "tcp://127.0.0.1:5558"     # PUB, job events
 SUPPORTED_VERSIONS = (1,)
 
 # Requests a client may send.

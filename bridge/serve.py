@@ -16,8 +16,8 @@ from typing import Optional, Sequence
 
 from .daemon import RENDER_ENTRY, DaemonConfig, JobManager
 from .osc_server import DEFAULT_PORT, OscServer
-from .protocol import Limits
-from .zmq_server import DEFAULT_ENDPOINT, DEFAULT_EVENTS, ZmqServer
+from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits
+from .zmq_server import ZmqServer
 
 log = logging.getLogger("segue.serve")
 

@@ -112,9 +112,21 @@ class ModelCache:
             torch.cuda.empty_cache()
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker if the daemon dies (even by SIGKILL), so no orphan renders on."""
+    try:
+        import ctypes
+        import signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the closed pipe still ends the worker after its job
+        pass
+
+
 def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, output_dir: str,
                 threads: int = 0, max_models: int = 2, min_free_bytes: int = 0) -> None:
     """Entry point of the spawned worker: serve pipe requests until "stop" or the pipe closes."""
+    _die_with_parent()
     import torch
     if threads > 0:
         torch.set_num_threads(threads)

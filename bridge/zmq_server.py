@@ -29,12 +29,10 @@ from engine.errors import SegueError
 from . import protocol
 from .daemon import JobEvent, JobManager
 from .jobstore import STATES
-from .protocol import Limits, Message, Unauthorized, reply
+from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, Message, Unauthorized, reply
 
 log = logging.getLogger("segue.zmq")
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
-DEFAULT_EVENTS = "tcp://127.0.0.1:5558"
 MAX_WAIT_S = 3600.0
 
 
