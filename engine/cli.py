@@ -33,6 +33,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-mode", choices=("fixed", "normalized", "posterior"), dest="step_mode")
     g.add_argument("--loss", choices=("l1", "l2", "mrstft"), dest="recon_loss", help="reconstruction loss")
     g.add_argument("--recon-space", choices=("latent", "audio"), dest="recon_space")
+    g.add_argument("--recon-t-range", type=float, nargs=2, dest="recon_t_range", metavar=("T_MIN", "T_MAX"),
+                   help="diffusion times in [0, 1] at which the reconstruction loss acts (default 0 1)")
     g.add_argument("--no-data-consistency", action="store_const", const=False, dest="data_consistency",
                    help="guide by the gradient alone (no replacement of the known context)")
     g.add_argument("--context", type=float, dest="context_s", help="seconds of context each side (default 2)")
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, dest="start_s")
     p.add_argument("--end", type=float, dest="end_s")
     p.add_argument("--style-weight", type=float, dest="style_weight")
+    p.add_argument("--style-t-range", type=float, nargs=2, dest="style_t_range", metavar=("T_MIN", "T_MAX"))
     _add_common(p)
 
     _add_optional_subcommands(sub)
@@ -115,7 +118,7 @@ def _add_optional_subcommands(sub: Any) -> None:
 
 REQUEST_KEYS = ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "reference", "strength",
                 "context_s", "seam_ms", "model", "sampler", "steps", "seed", "guidance_scale", "step_mode",
-                "recon_loss", "recon_space", "style_weight", "data_consistency", "mix_k", "output", "span",
+                "recon_loss", "recon_space", "recon_t_range", "style_weight", "style_t_range", "data_consistency", "mix_k", "output", "span",
                 "bit_depth", "preset")
 
 
@@ -125,7 +128,7 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
     for key in REQUEST_KEYS:
         value = getattr(args, key, None)
         if value is not None:
-            fields[key] = value
+            fields[key] = tuple(value) if isinstance(value, list) else value
     return fields
 
 

@@ -94,6 +94,8 @@ class RenderRequest:
     recon_space: str = "latent"
     style_loss: str = "l2"
     style_weight: float = 1.0
+    recon_t_range: tuple[float, float] = (0.0, 1.0)   # diffusion times t at which each loss is active
+    style_t_range: tuple[float, float] = (0.0, 1.0)
     data_consistency: bool = True
     mix_k: float = 0.85
     # output
@@ -174,6 +176,14 @@ def validate(r: RenderRequest) -> None:
     _finite("recon_weight", r.recon_weight, lo=0.0, hi=1e6)
     _finite("style_weight", r.style_weight, lo=0.0, hi=1e6)
     _finite("mix_k", r.mix_k, lo=0.0, hi=1.0)
+    for name in ("recon_t_range", "style_t_range"):
+        rng = getattr(r, name)
+        if not isinstance(rng, tuple) or len(rng) != 2:
+            raise InvalidRequest(f"{name} must be a pair (t_min, t_max), got {rng!r}")
+        _finite(f"{name}[0]", rng[0], lo=0.0, hi=1.0)
+        _finite(f"{name}[1]", rng[1], lo=0.0, hi=1.0)
+        if rng[0] > rng[1]:
+            raise InvalidRequest(f"{name} must have t_min <= t_max, got {rng!r}")
     _finite("context_s", r.context_s, lo=0.0, hi=60.0)
     _finite("seam_ms", r.seam_ms, lo=0.0, hi=2000.0)
     _finite("crossfade_s", r.crossfade_s, lo=0.05, hi=60.0)
@@ -233,8 +243,9 @@ def request_from_mapping(fields: Mapping[str, Any]) -> RenderRequest:
     if not isinstance(audio, (list, tuple)):
         raise InvalidRequest("audio must be a path or a list of paths")
     values["audio"] = tuple(audio)
-    if isinstance(values.get("reference_embedding"), list):
-        values["reference_embedding"] = tuple(values["reference_embedding"])
+    for name in ("reference_embedding", "recon_t_range", "style_t_range"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
     for name in ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "strength", "context_s",
                  "seam_ms", "guidance_scale", "recon_weight", "style_weight", "mix_k"):
         if isinstance(values.get(name), int) and not isinstance(values.get(name), bool):

@@ -101,7 +101,7 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
         decode = (lambda x0: model.decode(x0, padded)[..., lo:hi])
         terms.append(LossTerm(f"style_{request.style_loss}",
                               EMBED_LOSSES[request.style_loss](style.embed, style.reference, decode),
-                              request.style_weight))
+                              request.style_weight, *request.style_t_range))
     step_mode = request.step_mode or model.default_step_mode
     scale = request.guidance_scale if request.guidance_scale is not None else model.default_scale(step_mode)
     guide = Guidance(terms, scale=scale, step_mode=step_mode) if terms else None
@@ -127,7 +127,8 @@ def _recon_term(model: Model, request: RenderRequest, y: torch.Tensor, mask: tor
         fn = RECON_LOSSES[request.recon_loss](target, smask, op)
     else:
         fn = RECON_LOSSES[request.recon_loss](y, mask)
-    return LossTerm(f"recon_{request.recon_loss}", fn, request.recon_weight)
+    lo, hi = request.recon_t_range
+    return LossTerm(f"recon_{request.recon_loss}", fn, request.recon_weight, lo, hi)
 
 
 def _padded_length(model: Model, length: int) -> int:

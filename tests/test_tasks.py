@@ -189,3 +189,30 @@ def test_style_reference_embedding_of_the_wrong_size_is_refused(clip):
     with pytest.raises(InvalidRequest, match="reference_embedding has 3 values"):
         render_audio(RenderRequest(task="style", audio=(PCMAudio(clip, RATE),), reference_embedding=(1.0, 2.0, 3.0),
                                    model="analytic", steps=2))
+
+
+def test_a_loss_acts_only_inside_its_time_range(clip):
+    from engine.guidance import Guidance, LossTerm
+    from engine.samplers import sample_ddim
+    from engine.schedule import get_sigmas_cosine, sigma_to_t
+
+    model = get_model("analytic")
+    sigmas = get_sigmas_cosine(10)
+    seen = []
+
+    def loss(x0, sigma):
+        seen.append(round(float(sigma_to_t(sigma)), 4))
+        return x0.abs().sum()
+
+    guide = Guidance([LossTerm("l1", loss, 1.0, t_min=0.3, t_max=0.75)], scale=0.1, step_mode="normalized")
+    sample_ddim(model.denoiser, torch.randn(1, 2, 256, generator=torch.Generator().manual_seed(0)) * float(sigmas[0]),
+                sigmas, guide=guide)
+    expected = [round(float(sigma_to_t(s)), 4) for s in sigmas[:-1] if 0.3 <= float(sigma_to_t(s)) <= 0.75]
+    assert seen == expected and len(expected) == 4
+
+    # A range that no step reaches is the same as no guidance at all.
+    never = render_audio(req(clip, span="region", recon_t_range=(1.0, 1.0), data_consistency=False)).audio
+    off = render_audio(req(clip, span="region", guidance_scale=0.0, data_consistency=False)).audio
+    assert np.array_equal(never, off)
+    with pytest.raises(InvalidRequest, match="t_min <= t_max"):
+        req(clip, recon_t_range=(0.8, 0.2))
