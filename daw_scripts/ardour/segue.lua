@@ -1,0 +1,403 @@
+ardour {
+	["type"]    = "EditorAction",
+	name        = "Segue: Render Selection",
+	license     = "MIT",
+	author      = "Segue",
+	description = [[Infill, regenerate, continue, restyle (one selected region, optionally with a time range) or
+transition (two selected regions) through the Segue daemon. The rendered clip is placed on a "Segue" track,
+aligned to the selection, as one undo step. Needs `segue serve` running and `segue-client` on PATH
+(or SEGUE_CLIENT set to its full path).]]
+}
+
+-- The library part (no GUI): used by the editor action below and by segue_headless.lua, so the
+-- selection arithmetic, the client call and the placement are the same code in both.
+local L = {}
+SegueLib = L
+
+L.TASKS = { "infill", "regenerate", "continue", "transition", "style" }
+L.CONTEXT_S = 4.0        -- audio exported around the selection, so the engine sees context on both sides
+L.TRACK_NAME = "Segue"
+
+--- Quote one word for /bin/sh.
+function L.shell_quote (s)
+	return "'" .. (tostring (s):gsub ("'", "'\\''")) .. "'"
+end
+
+--- Format a number for the command line: plain decimal, 6 decimals, no exponent.
+function L.num (x)
+	return string.format ("%.6f", x)
+end
+
+--- The segue-client command line for a request table (see README.md for the fields).
+function L.client_command (req)
+	local client = req.client or os.getenv ("SEGUE_CLIENT") or "segue-client"
+	local parts = { client, req.task }
+	for _, a in ipairs (req.audio) do parts[#parts + 1] = L.shell_quote (a) end
+	local opts = {
+		{ "--start", req.start_s }, { "--end", req.end_s }, { "--duration", req.duration_s },
+		{ "--b-start", req.b_start_s }, { "--crossfade", req.crossfade_s }, { "--strength", req.strength },
+	}
+	for _, o in ipairs (opts) do
+		if o[2] ~= nil then parts[#parts + 1] = o[1] .. " " .. L.num (o[2]) end
+	end
+	for _, o in ipairs ({ { "--preset", req.preset }, { "--model", req.model }, { "--reference", req.reference },
+	                      { "--endpoint", req.endpoint or os.getenv ("SEGUE_ENDPOINT") } }) do
+		if o[2] ~= nil and o[2] ~= "" then parts[#parts + 1] = o[1] .. " " .. L.shell_quote (o[2]) end
+	end
+	if req.steps then parts[#parts + 1] = "--steps " .. string.format ("%d", req.steps) end
+	if req.seed then parts[#parts + 1] = "--seed " .. string.format ("%d", req.seed) end
+	if req.timeout_s then parts[#parts + 1] = "--timeout " .. L.num (req.timeout_s) end
+	parts[#parts + 1] = "--span region --json"
+	return table.concat (parts, " ")
+end
+
+--- Parse one flat JSON object (strings, numbers, booleans, null, one level of nested objects skipped
+--- into a sub-table). Enough for segue-client's reply; returns nil on anything else.
+function L.parse_json (s)
+	local pos = 1
+	local function ws () pos = s:find ("[^ \t\r\n]", pos) or #s + 1 end
+	local value
+	local function str ()
+		local out = {}
+		pos = pos + 1
+		while true do
+			local c = s:sub (pos, pos)
+			if c == "" then return nil end
+			if c == '"' then pos = pos + 1; return table.concat (out) end
+			if c == "\\" then
+				local e = s:sub (pos + 1, pos + 1)
+				local map = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+				if e == "u" then
+					local code = tonumber (s:sub (pos + 2, pos + 5), 16)
+					if not code then return nil end
+					out[#out + 1] = utf8.char (code)
+					pos = pos + 6
+				elseif map[e] then
+					out[#out + 1] = map[e]; pos = pos + 2
+				else
+					return nil
+				end
+			else
+				out[#out + 1] = c; pos = pos + 1
+			end
+		end
+	end
+	local function obj ()
+		local t = {}
+		pos = pos + 1
+		ws ()
+		if s:sub (pos, pos) == "}" then pos = pos + 1; return t end
+		while true do
+			ws ()
+			if s:sub (pos, pos) ~= '"' then return nil end
+			local k = str ()
+			if k == nil then return nil end
+			ws ()
+			if s:sub (pos, pos) ~= ":" then return nil end
+			pos = pos + 1
+			ws ()
+			local ok, v = value ()
+			if not ok then return nil end
+			t[k] = v
+			ws ()
+			local c = s:sub (pos, pos)
+			pos = pos + 1
+			if c == "}" then return t end
+			if c ~= "," then return nil end
+		end
+	end
+	value = function ()
+		local c = s:sub (pos, pos)
+		if c == '"' then local v = str (); return v ~= nil, v end
+		if c == "{" then local v = obj (); return v ~= nil, v end
+		for lit, v in pairs ({ ["true"] = true, ["false"] = false }) do
+			if s:sub (pos, pos + #lit - 1) == lit then pos = pos + #lit; return true, v end
+		end
+		if s:sub (pos, pos + 3) == "null" then pos = pos + 4; return true, nil end
+		local num = s:match ("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+		if num and num ~= "" then pos = pos + #num; return tonumber (num) ~= nil, tonumber (num) end
+		return false, nil
+	end
+	ws ()
+	if s:sub (pos, pos) ~= "{" then return nil end
+	return obj ()
+end
+
+--- A progress fraction (0..1) from one line of segue-client's stderr ("segue:  42.0% (step ...)").
+function L.parse_progress (line)
+	local pct = line:match ("^segue:%s*(%d+%.?%d*)%%")
+	if pct then return tonumber (pct) / 100 end
+	return nil
+end
+
+--- Run segue-client; `on_progress(fraction, line)` may return true to cancel (the client is sent SIGINT,
+--- which cancels the job in the daemon). Returns the reply table, or nil and an error message.
+function L.run_client (cmd, on_progress)
+	local f = io.popen ("sh -c " .. L.shell_quote ("echo SEGUE_PID $$; exec " .. cmd) .. " 2>&1", "r")
+	if not f then return nil, "cannot start segue-client" end
+	local pid, reply, last, cancelled = nil, nil, {}, false
+	for line in f:lines () do
+		local p = line:match ("^SEGUE_PID (%d+)$")
+		if p then
+			pid = p
+		elseif line:sub (1, 1) == "{" then
+			reply = L.parse_json (line)
+		else
+			last[#last + 1] = line
+			if #last > 8 then table.remove (last, 1) end
+			local frac = L.parse_progress (line)
+			if frac and on_progress and not cancelled and on_progress (frac, line) and pid then
+				cancelled = true
+				os.execute ("kill -INT " .. pid)
+			end
+		end
+	end
+	f:close ()
+	if cancelled then return nil, "cancelled" end
+	if reply == nil then return nil, table.concat (last, "\n") end
+	if reply.error then
+		return nil, string.format ("%s: %s", tostring (reply.error.code), tostring (reply.error.message))
+	end
+	if type (reply.path) ~= "string" or type (reply.offset_s) ~= "number" then
+		return nil, "segue-client replied without a path and offset"
+	end
+	return reply
+end
+
+--- Clamp the selection [sel_a, sel_b) to a region at [pos, pos + len) and add `ctx` samples of context
+--- on each side (inside the region). All values are timeline samples.
+function L.window (pos, len, sel_a, sel_b, ctx)
+	local a, b = math.max (sel_a, pos), math.min (sel_b, pos + len)
+	if b <= a then return nil, "the time selection does not overlap the region" end
+	local w0, w1 = math.max (pos, a - ctx), math.min (pos + len, b + ctx)
+	return { start = w0, length = w1 - w0, sel_start = a, sel_end = b }
+end
+
+--- Region facts used by the request (position, length, source offset, channels, first source file).
+function L.region_facts (r)
+	local ar = r:to_audioregion ()
+	local facts = { name = r:name (), position = r:position ():samples (), length = r:length ():samples (),
+	                start = r:start ():samples (), channels = ar:n_channels () }
+	local fs = r:source (0):to_filesource ()
+	if not fs:isnil () then facts.source = fs:path () end
+	return facts
+end
+
+local function wav_header (channels, rate, frames)
+	local data = frames * channels * 4
+	return "RIFF" .. string.pack ("<I4", 36 + data) .. "WAVE"
+		.. "fmt " .. string.pack ("<I4I2I2I4I4I2I2", 16, 3, channels, rate, rate * channels * 4, channels * 4, 32)
+		.. "data" .. string.pack ("<I4", data)
+end
+
+--- Write `frames` samples of region `r`, from timeline sample `from`, as a float32 WAV at `rate`.
+--- Reading through the region (not its files) covers the region's source offset, mono or stereo
+--- regions, and Ardour's one-file-per-channel sources alike.
+function L.write_region_wav (r, from, frames, rate, path)
+	local rd = r:to_audioregion ():to_readable ()
+	local nch = rd:n_channels ()
+	local offset = from - r:position ():samples ()
+	local block = 4096
+	local cmem = ARDOUR.DSP.DspShm (block * nch)
+	local f, err = io.open (path, "wb")
+	if not f then return false, err end
+	f:write (wav_header (nch, rate, frames))
+	local done = 0
+	while done < frames do
+		local n = math.min (block, frames - done)
+		local chans = {}
+		for c = 0, nch - 1 do
+			local got = rd:read (cmem:to_float (c * block), offset + done, n, c)
+			chans[c + 1] = cmem:to_float (c * block):array ()
+			for i = got + 1, n do chans[c + 1][i] = 0 end
+		end
+		local vals = {}
+		for i = 1, n do
+			for c = 1, nch do vals[#vals + 1] = chans[c][i] end
+		end
+		f:write (string.pack ("<" .. string.rep ("f", #vals), table.unpack (vals)))
+		done = done + n
+	end
+	f:close ()
+	return true
+end
+
+--- Build the request for `task` from selected regions and a time range (timeline samples; the range
+--- may be nil). Exports the audio the engine needs into `workdir` and returns
+--- { req = client request table, origin = timeline sample of second 0 of the first input }.
+function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
+	opts = opts or {}
+	local ctx = math.floor ((opts.context_s or L.CONTEXT_S) * rate)
+	local req = { task = task, preset = opts.preset, steps = opts.steps, seed = opts.seed, model = opts.model,
+	              strength = opts.strength, reference = opts.reference, endpoint = opts.endpoint,
+	              timeout_s = opts.timeout_s, audio = {} }
+	local stamp = tostring (os.time ()) .. "-" .. tostring (math.random (100000, 999999))
+	local function export (r, w, tag)
+		local path = workdir .. "/segue-" .. stamp .. "-" .. tag .. ".wav"
+		local ok, err = L.write_region_wav (r, w.start, w.length, rate, path)
+		if not ok then error ("cannot write " .. path .. ": " .. tostring (err)) end
+		req.audio[#req.audio + 1] = path
+	end
+	if task == "transition" then
+		if #regions ~= 2 then return nil, "select exactly two regions for a transition" end
+		local a, b = regions[1], regions[2]
+		if b:position ():samples () < a:position ():samples () then a, b = b, a end
+		local pa, la = a:position ():samples (), a:length ():samples ()
+		local pb, lb = b:position ():samples (), b:length ():samples ()
+		local a_end = pa + la
+		if pb > a_end then return nil, "the two regions must overlap or touch for a transition" end
+		local join = math.floor ((pb + a_end) / 2)        -- the middle of the overlap
+		local xf = opts.crossfade_s and math.floor (opts.crossfade_s * rate) or math.max (a_end - pb, math.floor (2.5 * rate))
+		local wa = { start = math.max (pa, join - xf - ctx) }
+		wa.length = math.min (a_end, join + xf) - wa.start
+		local wb = { start = math.max (pb, join - xf) }
+		wb.length = math.min (pb + lb, join + xf + ctx) - wb.start
+		if join - wa.start < xf / 2 or wb.start + wb.length - join < xf / 2 then
+			return nil, "each region needs at least half the crossfade on its side of the join"
+		end
+		export (a, wa, "a"); export (b, wb, "b")
+		req.start_s = (join - wa.start) / rate
+		req.b_start_s = (join - wb.start) / rate
+		req.crossfade_s = xf / rate
+		return { req = req, origin = wa.start }
+	end
+	if #regions ~= 1 then return nil, "select exactly one region for " .. task end
+	local r = regions[1]
+	local pos, len = r:position ():samples (), r:length ():samples ()
+	if task == "continue" then
+		local cut = pos + len
+		if sel_a and sel_b and sel_b > pos and sel_b < pos + len then cut = sel_b end
+		local w = { start = math.max (pos, cut - ctx) }
+		w.length = cut - w.start
+		export (r, w, "in")
+		req.duration_s = opts.duration_s or ((sel_b and sel_b > cut) and (sel_b - cut) / rate) or 4.0
+		return { req = req, origin = w.start }
+	end
+	local a, b = sel_a or pos, sel_b or (pos + len)
+	local w, err = L.window (pos, len, a, b, ctx)
+	if not w then return nil, err end
+	export (r, w, "in")
+	req.start_s = (w.sel_start - w.start) / rate
+	req.end_s = (w.sel_end - w.start) / rate
+	return { req = req, origin = w.start }
+end
+
+--- Where the rendered clip goes: the reply's offset_s is seconds into the first input, which starts
+--- at timeline sample `origin` (all in session samples; the model's rate is not involved).
+function L.timeline_position (origin, offset_s, rate)
+	return origin + math.floor (offset_s * rate + 0.5)
+end
+
+--- Find (or create) the output track.
+function L.output_track (session, name, channels)
+	local route = session:route_by_name (name)
+	if not route:isnil () and not route:to_track ():isnil () then return route:to_track () end
+	local tl = session:new_audio_track (channels, 2, nil, 1, name, ARDOUR.PresentationInfo.max_order,
+	                                    ARDOUR.TrackMode.Normal, true)
+	local track = nil
+	for t in tl:iter () do track = t; break end
+	-- The GUI auto-connects new tracks to the master bus; the headless tool does not. Connect any
+	-- unconnected output so the track is heard (and exported) either way.
+	local master = session:master_out ()
+	if not master:isnil () then
+		local outs, ins = track:output (), master:input ()
+		local n_in = ins:n_ports ():n_audio ()
+		for i = 0, outs:n_ports ():n_audio () - 1 do
+			local port = outs:audio (i)
+			if n_in > 0 and not port:connected () then
+				port:connect (ins:audio (i % n_in):name ())
+			end
+		end
+	end
+	return track
+end
+
+--- Place a copy of `region` at timeline sample `position` on track `track_name`: one undo step.
+function L.place (session, region, position, track_name, label)
+	local track = L.output_track (session, track_name or L.TRACK_NAME, 2)
+	local pl = track:playlist ()
+	session:begin_reversible_command ("Segue " .. (label or "render"))
+	pl:to_stateful ():clear_changes ()
+	local nr = ARDOUR.RegionFactory.clone_region (region, true, true)
+	pl:add_region (nr, Temporal.timepos_t (position), 1, false, 0, 0, false)
+	session:add_stateful_diff_command (pl:to_statefuldestructible ())
+	session:commit_reversible_command (nil)
+	return nr, track
+end
+
+--- The newest region in the session's region list named `name` (what an import just created).
+function L.region_by_name (name)
+	local found = nil
+	for _, r in ARDOUR.RegionFactory.region_list ():iter () do
+		if r:name () == name and r:whole_file () then found = r end
+	end
+	return found
+end
+
+-- The editor action (GUI only: Editor, LuaDialog and do_import do not exist in the headless tool).
+function factory (params) return function ()
+	local L = SegueLib
+	local rate = Session:nominal_sample_rate ()
+	local sel = Editor:get_selection ()
+	local regions = {}
+	for r in sel.regions:regionlist ():iter () do
+		if not r:to_audioregion ():isnil () then regions[#regions + 1] = r end
+	end
+	local sel_a, sel_b = nil, nil
+	if not sel.time:empty () then sel_a, sel_b = sel.time:start_sample (), sel.time:end_sample () end
+
+	local task_values = {}
+	for _, t in ipairs (L.TASKS) do task_values[t] = t end
+	local dlg = LuaDialog.Dialog ("Segue", {
+		{ type = "dropdown", key = "task", title = "Task", values = task_values,
+		  default = (#regions == 2) and "transition" or "infill" },
+		{ type = "entry", key = "preset", title = "Preset (empty: the task's default)", default = "" },
+		{ type = "number", key = "steps", title = "Steps (0: preset/model default)", min = 0, max = 1000, step = 1, digits = 0, default = 0 },
+		{ type = "number", key = "seed", title = "Seed", min = 0, max = 2147483647, step = 1, digits = 0, default = 0 },
+		{ type = "number", key = "duration", title = "Continue: seconds to generate", min = 0.5, max = 120, step = 0.5, digits = 1, default = 4 },
+		{ type = "number", key = "strength", title = "Style: strength", min = 0.05, max = 1, step = 0.05, digits = 2, default = 0.7 },
+		{ type = "entry", key = "model", title = "Model", default = "builtin" },
+	})
+	local rv = dlg:run ()
+	if not rv then return end
+	local opts = { preset = rv.preset ~= "" and rv.preset or nil, steps = rv.steps > 0 and rv.steps or nil,
+	               seed = rv.seed, model = rv.model ~= "" and rv.model or nil,
+	               duration_s = rv.task == "continue" and rv.duration or nil,
+	               strength = rv.task == "style" and rv.strength or nil }
+	if rv.task == "style" and not opts.preset then
+		LuaDialog.Message ("Segue", "Style needs a style preset (e.g. lofi-warm); see `segue presets list`.",
+		                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+		return
+	end
+	local workdir = ARDOUR.LuaAPI.build_filename (Session:path (), "segue")
+	os.execute ("mkdir -p " .. L.shell_quote (workdir))
+	local plan, err = L.prepare (rv.task, regions, sel_a, sel_b, rate, workdir, opts)
+	if not plan then
+		LuaDialog.Message ("Segue", err, LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+		return
+	end
+	local pdialog = LuaDialog.ProgressWindow ("Segue " .. rv.task, true)
+	local reply, cerr = L.run_client (L.client_command (plan.req), function (frac, line)
+		return pdialog:progress (frac, line)
+	end)
+	pdialog:done ()
+	if not reply then
+		LuaDialog.Message ("Segue", "Render failed: " .. tostring (cerr), LuaDialog.MessageType.Error,
+		                   LuaDialog.ButtonType.Close):run ()
+		return
+	end
+	-- Import into the region list (Ardour converts the model's rate to the session's), then place it.
+	local files = C.StringVector ()
+	files:push_back (reply.path)
+	Editor:do_import (files, Editing.ImportDistinctFiles, Editing.ImportAsRegion, ARDOUR.SrcQuality.SrcBest,
+	                  ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
+	                  Temporal.timepos_t (0), ARDOUR.PluginInfo (), ARDOUR.Track (), false)
+	local base = reply.path:match ("([^/]+)%.[^./]+$") or reply.path
+	local region = L.region_by_name (base)
+	if not region then
+		LuaDialog.Message ("Segue", "Rendered " .. reply.path .. " but could not find the imported region " .. base,
+		                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+		return
+	end
+	L.place (Session, region, L.timeline_position (plan.origin, reply.offset_s, rate), L.TRACK_NAME, rv.task)
+end end

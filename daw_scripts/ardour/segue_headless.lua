@@ -1,0 +1,89 @@
+-- Segue for Ardour's headless Lua tool (ardour7-lua), driven by segue_ardour_headless.py.
+--
+-- The headless tool has no editor selection and no import call, so:
+--   * the "selection" is a range marker (default name "segue") and the regions of one track under it;
+--   * importing the rendered file is done by ardour_session.py on the closed session, and
+--   * placement then goes through the same SegueLib.place as the editor action (one undo step).
+--
+--   ardour7-lua segue_headless.lua render SESSION_DIR NAME TASK TRACK MARKER KEY=VALUE...
+--       prints "SEGUE_RESULT <json>" with the reply, the timeline position and the session rate
+--   ardour7-lua segue_headless.lua place SESSION_DIR NAME REGION_ID POSITION TRACK LABEL
+--       prints "SEGUE_PLACED <track> <position> <length>"
+
+local here = (debug.getinfo (1, "S").source:match ("^@(.*/)") or "./")
+function ardour (_) end  -- the editor action's header is a no-op here
+dofile (here .. "segue.lua")
+local L = SegueLib
+
+local function fail (msg)
+	print ("SEGUE_ERROR " .. msg)
+	close_session ()
+	quit ()
+	os.exit (1)
+end
+
+local mode, dir, name = arg[1], arg[2], arg[3]
+AudioEngine:set_backend ("None (Dummy)", "", "")
+local s = load_session (dir, name)
+if not s then print ("SEGUE_ERROR cannot load session " .. tostring (dir)); os.exit (1) end
+local rate = s:nominal_sample_rate ()
+
+local function json_string (v)
+	return '"' .. tostring (v):gsub ('[%c"\\]', function (c) return string.format ("\\u%04x", c:byte ()) end) .. '"'
+end
+
+if mode == "render" then
+	local task, track_name, marker = arg[4], arg[5], arg[6]
+	local opts = {}
+	for i = 7, #arg do
+		local k, v = arg[i]:match ("^([%w_]+)=(.*)$")
+		if not k then fail ("bad option " .. arg[i]) end
+		opts[k] = tonumber (v) or v
+	end
+	local loc = nil
+	for l in s:locations ():list ():iter () do
+		if l:name () == marker and l:is_range_marker () then loc = l end
+	end
+	if not loc then fail ("no range marker named " .. marker) end
+	local sel_a, sel_b = loc:start ():samples (), loc:_end ():samples ()
+	local route = s:route_by_name (track_name)
+	if route:isnil () or route:to_track ():isnil () then fail ("no track named " .. track_name) end
+	-- the selected regions: those on the track that overlap the marker (a transition takes two)
+	local regions = {}
+	for r in route:to_track ():playlist ():region_list ():iter () do
+		local p, n = r:position ():samples (), r:length ():samples ()
+		if p < sel_b and p + n > sel_a then regions[#regions + 1] = r end
+	end
+	table.sort (regions, function (x, y) return x:position ():samples () < y:position ():samples () end)
+	for _, r in ipairs (regions) do
+		local f = L.region_facts (r)
+		print (string.format ("SEGUE_REGION %s position=%d length=%d start=%d channels=%d source=%s",
+		                      f.name, f.position, f.length, f.start, f.channels, tostring (f.source)))
+	end
+	local workdir = ARDOUR.LuaAPI.build_filename (s:path (), "segue")
+	os.execute ("mkdir -p " .. L.shell_quote (workdir))
+	local use_range = task ~= "transition" and task ~= "continue"
+	local plan, err = L.prepare (task, regions, use_range and sel_a or nil, use_range and sel_b or nil,
+	                             rate, workdir, opts)
+	if not plan then fail (err) end
+	local cmd = L.client_command (plan.req)
+	print ("SEGUE_COMMAND " .. cmd)
+	local reply, cerr = L.run_client (cmd, function (frac, line) print ("SEGUE_PROGRESS " .. frac); return false end)
+	if not reply then fail ("render failed: " .. tostring (cerr)) end
+	local position = L.timeline_position (plan.origin, reply.offset_s, rate)
+	print (string.format ('SEGUE_RESULT {"path": %s, "offset_s": %.9f, "duration_s": %.9f, "model_rate": %d, '
+	                      .. '"session_rate": %d, "origin": %d, "position": %d, "input": %s}',
+	                      json_string (reply.path), reply.offset_s, reply.duration_s, reply.sample_rate or 0,
+	                      rate, plan.origin, position, json_string (plan.req.audio[1])))
+elseif mode == "place" then
+	local region_id, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
+	local region = ARDOUR.RegionFactory.region_by_id (PBD.ID (region_id))
+	if region:isnil () then fail ("no region with id " .. region_id) end
+	local nr, track = L.place (s, region, position, track_name, label)
+	print (string.format ("SEGUE_PLACED %s %d %d", track:name (), nr:position ():samples (), nr:length ():samples ()))
+	s:save_state ("", false, false, false, false, false)
+else
+	fail ("usage: segue_headless.lua render|place ...")
+end
+close_session ()
+quit ()
