@@ -57,7 +57,7 @@ class TrainConfig:
 
 CONFIGS: dict[str, TrainConfig] = {
     # What the shipped weights were trained with: ~1 h on two shared CPU cores.
-    "cpu": TrainConfig(name="cpu", net=NetConfig(), threads=2),
+    "cpu": TrainConfig(name="cpu", net=NetConfig(), max_steps=5000, threads=1),
     # A real GPU run: the same network, bigger batches and longer crops, many more steps.
     "gpu": TrainConfig(name="gpu", net=NetConfig(), batch=48, crop_frames=512, lr=2e-4,
                        warmup_steps=1000, max_steps=300_000, ckpt_every_s=600.0,
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="override the config's step count")
     p.add_argument("--stop-at", type=int, default=None,
                    help="pause (checkpoint and exit) at this step without changing the lr schedule")
+    p.add_argument("--threads", type=int, default=None, help="override the config's torch thread count")
     p.add_argument("--export-to", type=Path, default=None, help="also export the EMA weights here")
     p.add_argument("--export-only", action="store_true", help="export OUT/ckpt.pt without training")
     p.add_argument("--export-which", choices=["ema", "best"], default="ema")
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = config_from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
     if args.max_steps is not None:
         cfg = replace(cfg, max_steps=args.max_steps)
+    if args.threads is not None:
+        cfg = replace(cfg, threads=args.threads)
     torch.set_num_threads(cfg.threads)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("config 'gpu' needs a CUDA device; use --config cpu")
