@@ -114,3 +114,69 @@ def save_stable_audio_folder(path: str, size: StableAudioSize = TINY, *, seed: i
         with open(os.path.join(path, "model_index.json"), "w") as f:
             json.dump({"_class_name": "StableAudioPipeline"}, f)
     return comps
+
+
+@dataclass(frozen=True)
+class StableAudio3Size:
+    """Layer sizes of a Stable Audio 3 DiT + SAME autoencoder (no text encoder: prompts are optional)."""
+
+    embed_dim: int = 32
+    depth: int = 2
+    heads: int = 2
+    latent_dim: int = 8
+    cond_token_dim: int = 16
+    global_cond_dim: int = 16
+    memory_tokens: int = 4
+    vae_patch: int = 256
+    vae_channels: int = 8
+    vae_stride: int = 4
+    vae_depth: int = 1
+    vae_head_dim: int = 8
+
+
+SA3_TINY = StableAudio3Size()
+# Stable Audio 3 small-music shapes as documented by diffusers (SAME-S, 4096 hop, 256 latent channels).
+SA3_SMALL = StableAudio3Size(embed_dim=1024, depth=16, heads=16, latent_dim=256, cond_token_dim=768,
+                             global_cond_dim=768, memory_tokens=64, vae_patch=256, vae_channels=128, vae_stride=16,
+                             vae_depth=6, vae_head_dim=64)
+
+
+def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: int = 0) -> dict[str, Any]:
+    """transformer, vae, duration_embedder, scheduler with random weights (the DiT's zero-init output
+    projections are re-drawn so the tiny network's velocity actually depends on its inputs)."""
+    import torch
+    from diffusers import (AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel,
+                           StableAudio3DurationEmbedder)
+
+    torch.manual_seed(seed)
+    s = size
+    dit = StableAudio3DiTModel(io_channels=s.latent_dim, embed_dim=s.embed_dim, depth=s.depth, num_heads=s.heads,
+                               cond_token_dim=s.cond_token_dim, global_cond_dim=s.global_cond_dim,
+                               local_add_cond_dim=1 + s.latent_dim,
+                               timestep_features_dim=16, num_memory_tokens=s.memory_tokens)
+    with torch.no_grad():
+        for name, p in dit.named_parameters():
+            if p.abs().max() == 0 and p.ndim >= 1:
+                p.normal_(0.0, 0.02)
+    vae = AutoencoderSAME(patch_size=s.vae_patch, encoder_channels=s.vae_channels, encoder_c_mults=[2],
+                          encoder_strides=[s.vae_stride], encoder_transformer_depths=[s.vae_depth],
+                          latent_dim=s.latent_dim, dim_heads=s.vae_head_dim, ff_mult=2)
+    comps = {"transformer": dit.eval(), "vae": vae.eval(),
+             "duration_embedder": StableAudio3DurationEmbedder(output_dim=s.global_cond_dim, fourier_dim=16).eval(),
+             "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)}
+    return comps
+
+
+def save_stable_audio3_folder(path: str, size: StableAudio3Size = SA3_TINY, *, seed: int = 0,
+                              inpaint: bool = False) -> dict[str, Any]:
+    """Write the components in diffusers layout (no text encoder); returns them.
+
+    `inpaint` labels the folder as the inpainting checkpoint (`StableAudio3InpaintPipeline`).
+    """
+    comps = build_stable_audio3_components(size, seed=seed)
+    os.makedirs(path, exist_ok=True)
+    for name, module in comps.items():
+        module.save_pretrained(os.path.join(path, name))
+    with open(os.path.join(path, "model_index.json"), "w") as f:
+        json.dump({"_class_name": "StableAudio3InpaintPipeline" if inpaint else "StableAudio3Pipeline"}, f)
+    return comps

@@ -1,0 +1,174 @@
+"""Stable Audio 3 backend: flow matching through the engine's VE samplers equals diffusers'
+StableAudio3Pipeline / StableAudio3InpaintPipeline on tiny random components; guided infill keeps context."""
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from engine.errors import ModelNotFound  # noqa: E402
+from engine.guidance import Guidance, LossTerm, masked_l1  # noqa: E402
+from engine.models.base import load_model  # noqa: E402
+from engine.models.random_init import SA3_TINY, build_stable_audio3_components, save_stable_audio3_folder  # noqa: E402
+from engine.models.stable_audio3 import load_stable_audio3, logsnr_sigmas, sample_pingpong  # noqa: E402
+from engine.samplers import DataConsistency, sample_ddim  # noqa: E402
+
+TOKENS = 6          # text length of the tiny model (prompts are all padding: no text encoder)
+FRAMES = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> str:
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()
+    path = str(tmp_path_factory.mktemp("sa3") / "sa3-tiny")
+    save_stable_audio3_folder(path, SA3_TINY, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return load_stable_audio3(folder, max_text_tokens=TOKENS)
+
+
+def _pipe(cls, stochastic: bool = False):
+    comps = build_stable_audio3_components(SA3_TINY, seed=0)
+    if stochastic:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        comps["scheduler"] = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, stochastic_sampling=True)
+    pipe = cls(text_encoder=None, tokenizer=None, **comps)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _no_text(cfg: float) -> dict:
+    empty = dict(prompt_embeds=torch.zeros(1, TOKENS, SA3_TINY.cond_token_dim),
+                 encoder_attention_mask=torch.zeros(1, TOKENS, dtype=torch.long))
+    if cfg > 1:
+        empty.update(negative_prompt_embeds=torch.zeros(1, TOKENS, SA3_TINY.cond_token_dim),
+                     negative_encoder_attention_mask=torch.zeros(1, TOKENS, dtype=torch.long))
+    return empty
+
+
+def _start(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Flow-space pure noise (t = 1) in the VE view at sigmas[0]."""
+    return noise * (1 + float(sigmas[0]))
+
+
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
+def test_ddim_over_the_flow_wrapper_equals_stable_audio3_pipeline(model, cfg) -> None:
+    from diffusers import StableAudio3Pipeline
+
+    from engine.models.stable_audio3 import Sa3Cond
+
+    duration = FRAMES * model.hop / 44100
+    noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(5))
+    # stand-in text states (what a text encoder would give), so CFG has something to amplify
+    text = torch.randn(1, TOKENS, SA3_TINY.cond_token_dim, generator=torch.Generator().manual_seed(8))
+    inputs = _no_text(cfg)
+    inputs.update(prompt_embeds=text, encoder_attention_mask=torch.ones(1, TOKENS, dtype=torch.long))
+    ref = _pipe(StableAudio3Pipeline)(duration=duration, num_inference_steps=8, guidance_scale=cfg,
+                                      latents=noise.clone(), output_type="latent", **inputs).audios
+    base = model.denoiser.make_cond(None, duration_s=duration, cfg_scale=cfg)
+    cond = Sa3Cond(text=text, text_mask=torch.ones(1, TOKENS, dtype=torch.long), duration=base.duration,
+                   cfg_scale=cfg, negative_text=base.negative_text, negative_mask=base.negative_mask)
+    sigmas = logsnr_sigmas(8)
+    ours = sample_ddim(model.denoiser, _start(noise, sigmas), sigmas, cond=cond)
+    assert ours.shape == ref.shape == (1, SA3_TINY.latent_dim, FRAMES)
+    assert float((ref - noise).abs().max()) > 0.5          # the network moved the sample
+    assert float((ours - ref).abs().max()) < 1e-4
+    if cfg > 1:
+        plain = sample_ddim(model.denoiser, _start(noise, sigmas), sigmas,
+                            cond=Sa3Cond(text=text, text_mask=cond.text_mask, duration=base.duration))
+        assert float((plain - ref).abs().max()) > 1e-3
+
+
+def test_pingpong_equals_the_stochastic_scheduler(model) -> None:
+    from diffusers import StableAudio3Pipeline
+
+    duration = FRAMES * model.hop / 44100
+    noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(6))
+    ref = _pipe(StableAudio3Pipeline, stochastic=True)(
+        duration=duration, num_inference_steps=6, latents=noise.clone(), output_type="latent",
+        generator=torch.Generator().manual_seed(9), **_no_text(1.0)).audios
+    sigmas = logsnr_sigmas(6)
+    ours = sample_pingpong(model.denoiser, _start(noise, sigmas), sigmas,
+                           cond=model.denoiser.make_cond(None, duration_s=duration),
+                           generator=torch.Generator().manual_seed(9))
+    assert float((ours - ref).abs().max()) < 1e-4
+
+
+def test_native_inpaint_equals_stable_audio3_inpaint_pipeline(folder, tmp_path) -> None:
+    from diffusers import StableAudio3InpaintPipeline
+
+    inpaint_dir = str(tmp_path / "sa3-inpaint")
+    save_stable_audio3_folder(inpaint_dir, SA3_TINY, seed=0, inpaint=True)
+    m = load_stable_audio3(inpaint_dir, max_text_tokens=TOKENS)
+    assert m.info["native_inpaint"] is True
+    hop = m.hop
+    audio = 0.2 * torch.randn(1, 2, FRAMES * hop, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 1, FRAMES)
+    mask[..., 4:8] = 0
+    noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(2))
+    duration = FRAMES * hop / 44100
+    ref = _pipe(StableAudio3InpaintPipeline)(duration=duration, audio=audio, mask=mask, num_inference_steps=8,
+                                             latents=noise.clone(), output_type="latent", **_no_text(1.0)).audios
+    with torch.no_grad():
+        known = m.encode(audio)
+    sigmas = logsnr_sigmas(8)
+    ours = sample_ddim(m.denoiser, _start(noise, sigmas), sigmas, cond=m.denoiser.inpaint_cond(known, mask))
+    assert float((ours - ref).abs().max()) < 1e-4
+    # the inpaint input matters, and only the inpainting checkpoint accepts it
+    free = sample_ddim(m.denoiser, _start(noise, sigmas), sigmas)
+    assert float((free - ref).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="inpainting checkpoint"):
+        load_stable_audio3(folder, max_text_tokens=TOKENS).denoiser.inpaint_cond(known, mask)
+
+
+def test_guided_infill_preserves_context(model) -> None:
+    audio = 0.2 * torch.randn(1, 2, FRAMES * model.hop, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model.encode(audio)
+    mask = torch.ones(1, 1, FRAMES)
+    mask[..., 4:8] = 0
+    sigmas = logsnr_sigmas(20)
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    x = _start(noise, sigmas)
+
+    def err(out):
+        return float(((out - y).abs() * mask).sum() / (mask.sum() * y.shape[1]))
+
+    guide = Guidance([LossTerm("recon", masked_l1(y, mask))], scale=1.0, step_mode="normalized")
+    free, guided = err(sample_ddim(model.denoiser, x, sigmas)), err(sample_ddim(model.denoiser, x, sigmas, guide=guide))
+    assert guided < 0.5 * free
+    out = sample_ddim(model.denoiser, x, sigmas, guide=guide, consistency=DataConsistency(known=y, mask=mask),
+                      generator=torch.Generator().manual_seed(4))
+    assert err(out) == 0.0
+
+
+def test_loader_errors_and_registry(folder, tmp_path) -> None:
+    with pytest.raises(ModelNotFound, match="not found"):
+        load_model(f"stable-audio-3:{tmp_path / 'nowhere'}")
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    shutil.rmtree(partial / "duration_embedder")
+    with pytest.raises(ModelNotFound, match="duration_embedder/config.json"):
+        load_model(f"stable-audio-3:{partial}")
+    m = load_model(f"stable-audio-3:{folder}")
+    assert (m.hop, m.autoencoder.latent_channels, m.info["sampler"]) == (1024, SA3_TINY.latent_dim, "ddim")
+    with pytest.raises(ModelNotFound, match="no text_encoder"):
+        m.denoiser.make_cond("piano")
