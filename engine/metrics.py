@@ -54,18 +54,18 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
     |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)); eps I is added to both covariances
     because with fewer items than dimensions they are singular.
     """
-    from scipy import linalg
-
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"embeddings must be (N, D) and (M, D), got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     eye = eps * np.eye(a.shape[1])
-    s_a = np.cov(a, rowvar=False) + eye
-    s_b = np.cov(b, rowvar=False) + eye
-    covmean = linalg.sqrtm(s_a @ s_b)
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+    s_a = np.atleast_2d(np.cov(a, rowvar=False)) + eye
+    s_b = np.atleast_2d(np.cov(b, rowvar=False)) + eye
+    # tr (S_a S_b)^(1/2) = tr (S_a^(1/2) S_b S_a^(1/2))^(1/2): symmetric, so eigh suffices (no scipy).
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    tr_covmean = float(np.sqrt(np.clip(inner, 0, None)).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * tr_covmean)
 
 
 @dataclass(frozen=True)
