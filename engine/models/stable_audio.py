@@ -242,25 +242,32 @@ def load_stable_audio(folder: str, *, device: str | torch.device = "cpu", dtype:
             loaded["tokenizer"] = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelNotFound(f"cannot load Stable Audio weights from {folder!r}: {exc}") from exc
-    for name, m in loaded.items():
+    return model_from_components(loaded, scheduler_config(folder), name=f"stable-audio:{folder}", device=device,
+                                 dtype=dtype, max_text_tokens=max_text_tokens, info={"folder": folder})
+
+
+def model_from_components(components: dict[str, Any], scheduler: dict, *, name: str,
+                          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                          max_text_tokens: int = 128, info: Optional[dict] = None) -> Model:
+    """Wrap loaded (or freshly built) diffusers components as a `Model`; the DiT gets `dtype`."""
+    for part, m in components.items():
         if isinstance(m, torch.nn.Module):
-            m.to(device=device, dtype=dtype if name in ("transformer",) else torch.float32).eval().requires_grad_(False)
-    vae = loaded["vae"]
-    sched = scheduler_config(folder)
-    autoencoder = OobleckAutoencoder(vae)
-    denoiser = StableAudioDenoiser(loaded["transformer"], loaded["projection_model"],
-                                   text_encoder=loaded.get("text_encoder"), tokenizer=loaded.get("tokenizer"),
+            m.to(device=device, dtype=dtype if part == "transformer" else torch.float32).eval().requires_grad_(False)
+    autoencoder = OobleckAutoencoder(components["vae"])
+    denoiser = StableAudioDenoiser(components["transformer"], components["projection_model"],
+                                   text_encoder=components.get("text_encoder"), tokenizer=components.get("tokenizer"),
                                    sample_rate=autoencoder.sample_rate, hop=autoencoder.hop,
-                                   sigma_data=float(sched.get("sigma_data", 1.0)), max_text_tokens=max_text_tokens)
-    sigma_min, sigma_max = float(sched.get("sigma_min", 0.3)), float(sched.get("sigma_max", 500.0))
-    info = {"family": "stable-audio-open", "folder": folder, "text": parts["text"],
-            "sampler": "dpmpp_2m_sde",
-            "sampler_kwargs": {"noise": "brownian", "brownian_range": (sigma_min, sigma_max)},
-            "schedule": "exponential", "sigma_min": sigma_min, "sigma_max": sigma_max,
-            "init_noise_scale": math.sqrt(sigma_max ** 2 + 1.0),
-            "max_frames": int(loaded["transformer"].config.sample_size)}
-    return Model(name=f"stable-audio:{folder}", denoiser=denoiser, autoencoder=autoencoder,
-                 default_guidance_scale=3e-2, default_steps=100, info=info)
+                                   sigma_data=float(scheduler.get("sigma_data", 1.0)), max_text_tokens=max_text_tokens)
+    sigma_min, sigma_max = float(scheduler.get("sigma_min", 0.3)), float(scheduler.get("sigma_max", 500.0))
+    full_info = {"family": "stable-audio-open", "text": "text_encoder" in components,
+                 "sampler": "dpmpp_2m_sde",
+                 "sampler_kwargs": {"noise": "brownian", "brownian_range": (sigma_min, sigma_max)},
+                 "schedule": "exponential", "sigma_min": sigma_min, "sigma_max": sigma_max,
+                 "init_noise_scale": math.sqrt(sigma_max ** 2 + 1.0),
+                 "max_frames": int(components["transformer"].config.sample_size)}
+    full_info.update(info or {})
+    return Model(name=name, denoiser=denoiser, autoencoder=autoencoder, default_guidance_scale=3e-2,
+                 default_steps=100, info=full_info)
 
 
 register_model("stable-audio:", load_stable_audio)  # type: ignore[arg-type]
