@@ -10,6 +10,7 @@ Positional arguments carry paths and times; optional settings travel as
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -69,8 +70,8 @@ def _convert(key: str, value: Any, kind: type) -> Any:
         raise ProtocolError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r:.40}") from None
 
 
-def decode_osc(address: str, args: list, limits: Limits = Limits()) -> tuple[Message, dict]:
-    """An OSC address + arguments -> (Message, meta). Meta holds reply_port / token / timeout, checked."""
+def decode_osc(address: str, args: list, limits: Limits = Limits()) -> Message:
+    """An OSC address + arguments -> Message (reply_port is checked here and applied by `reply_target`)."""
     if not isinstance(address, str) or not address.startswith("/segue/"):
         raise ProtocolError(f"unknown address {address!r:.80}; addresses start with /segue/")
     name = address[len("/segue/"):]
@@ -84,12 +85,10 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> tuple[Mes
             options[key] = a.split("=", 1)[1]
         else:
             positional.append(a)
-    meta: dict[str, Any] = {}
     if "reply_port" in options:
         port = _convert("reply_port", options.pop("reply_port"), int)
         if not 1 <= port <= 65535:
             raise ProtocolError(f"reply_port must be within 1..65535, got {port}")
-        meta["reply_port"] = port
     token = options.pop("token", None)
     mid = options.pop("id", None)
     mid = protocol.check_id(mid) if mid is not None else protocol.new_id()
@@ -115,30 +114,38 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> tuple[Mes
             params[field_name] = _convert(key, value, kind)
         from engine.request import request_from_mapping
         request_from_mapping(params)
-        return Message(type="render", id=mid, params=params, timeout_s=timeout, token=token), meta
+        return Message(type="render", id=mid, params=params, timeout_s=timeout, token=token)
     if name in ("cancel", "status", "wait"):
         if len(positional) != 1 or not isinstance(positional[0], str):
             raise ProtocolError(f"{address} takes one argument: the job id")
         if options:
             raise ProtocolError(f"{address} takes no options other than reply_port and token")
-        return Message(type=name, id=protocol.check_id(positional[0]), token=token), meta
+        return Message(type=name, id=protocol.check_id(positional[0]), token=token)
     if name == "health":
         if positional or options:
             raise ProtocolError("/segue/health takes no arguments other than reply_port and token")
-        return Message(type="health", id=mid, token=token), meta
+        return Message(type="health", id=mid, token=token)
     if name == "unload":
         if len(positional) > 1 or (positional and not isinstance(positional[0], str)) or options:
             raise ProtocolError("/segue/unload takes an optional model name")
-        return Message(type="unload", id=mid, args={"model": positional[0]} if positional else {}, token=token), meta
+        return Message(type="unload", id=mid, args={"model": positional[0]} if positional else {}, token=token)
     raise ProtocolError(f"unknown address {address!r:.80}")
 
 
-def peek_osc_id(args: Any) -> str:
-    """The `id=` option of a message that failed to decode, if it is a valid id (for the error reply)."""
+def peek_option(args: Any, key: str) -> Optional[str]:
+    """A `key=value` option of a message that may not decode, so its error can still be addressed."""
     for a in args if isinstance(args, (list, tuple)) else ():
-        if isinstance(a, str) and a.startswith("id=") and protocol.ID_PATTERN.match(a[3:]):
-            return a[3:]
-    return ""
+        if isinstance(a, str) and a.startswith(key + "="):
+            return a[len(key) + 1:]
+    return None
+
+
+def reply_target(sender: tuple, args: Any) -> tuple:
+    """The sender's host, at the port named by a valid `reply_port=` option, else the sender's port."""
+    port = peek_option(args, "reply_port")
+    if port is not None and re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535:
+        return (sender[0], int(port))
+    return sender
 
 
 def build(address: str, *args: Any) -> bytes:
@@ -195,12 +202,12 @@ class OscServer:
             self._send(target, "/segue/error", "", protocol.BAD_MESSAGE, f"not an OSC packet: {e}"[:500])
             return
         for osc in messages:
-            target, mid = sender, peek_osc_id(osc.params)
+            target = reply_target(sender, osc.params)
+            mid = peek_option(osc.params, "id") or ""
+            mid = mid if protocol.ID_PATTERN.match(mid) else ""
             try:
-                msg, meta = decode_osc(osc.address, list(osc.params), self.limits)
+                msg = decode_osc(osc.address, list(osc.params), self.limits)
                 mid = msg.id
-                if "reply_port" in meta:
-                    target = (sender[0], meta["reply_port"])
                 check_token(self.token, msg.token)
                 self._dispatch(msg, target, received_at)
             except Exception as e:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from bridge import protocol
 from bridge.daemon import JobManager
-from bridge.osc_server import OscServer, build, decode_osc
+from bridge.osc_server import OscServer, build, decode_osc, reply_target
 from bridge.paths import PathPolicy
 from bridge.protocol import Limits, decode_message
 from engine.errors import SegueError
@@ -105,12 +105,14 @@ def test_error_replies_carry_code_and_sentence_and_hide_nothing_else():
 
 
 def test_osc_arguments_map_onto_request_fields():
-    msg, meta = decode_osc("/segue/transition", ["/a.wav", "/b.wav", "start=3", "b_start=1.5", "crossfade=2",
+    msg = decode_osc("/segue/transition", ["/a.wav", "/b.wav", "start=3", "b_start=1.5", "crossfade=2",
                                                  "steps=7", "id=t-1", "reply_port=9100", "timeout=30"])
     assert msg.params == {"task": "transition", "audio": ["/a.wav", "/b.wav"], "start_s": 3.0, "b_start_s": 1.5,
                           "crossfade_s": 2.0, "steps": 7}
-    assert (msg.id, msg.timeout_s, meta) == ("t-1", 30.0, {"reply_port": 9100})
-    msg, _ = decode_osc("/segue/continue", ["/a b=c.wav", 4])
+    assert (msg.id, msg.timeout_s) == ("t-1", 30.0)
+    assert reply_target(("127.0.0.1", 5), ["/a.wav", "reply_port=9100"]) == ("127.0.0.1", 9100)
+    assert reply_target(("127.0.0.1", 5), ["reply_port=²"]) == ("127.0.0.1", 5)
+    msg = decode_osc("/segue/continue", ["/a b=c.wav", 4])
     assert msg.params == {"task": "continue", "audio": ["/a b=c.wav"], "duration_s": 4.0}
     for address, args, code in [("/segue/infill", ["/a.wav", 1.0], "bad_message"),
                                 ("/segue/infill", ["/a.wav", 1.0, 2.0, "steps=1.5"], "bad_message"),
@@ -215,7 +217,7 @@ osc_args = st.lists(st.one_of(st.integers(-2**31, 2**31 - 1), st.floats(width=32
 @example(address="/segue/status", args=[b"\x00"])
 def test_fuzz_decode_osc_answers_or_refuses(address, args):
     try:
-        msg, meta = decode_osc(address, args)
+        msg = decode_osc(address, args)
     except SegueError as e:
         assert e.code
     else:
