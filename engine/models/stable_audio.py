@@ -216,13 +216,21 @@ def scheduler_config(folder: str) -> dict:
 
 def load_stable_audio(folder: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                       max_text_tokens: int = 128) -> Model:
-    """Load a local Stable Audio Open folder (diffusers layout) as a `Model`.
+    """Load a local Stable Audio Open folder as a `Model`.
+
+    Diffusers layout, or the single-file stable-audio-tools layout (`model.safetensors` +
+    `model_config.json`, converted on load; no text encoder in that file, so no prompts).
 
     `max_text_tokens` is the text length the DiT was trained with (128 for SAO 1.0); it is
     read from the tokenizer when there is one and matters without one, because the empty
     prompt is that many zero tokens in cross-attention.
     """
     folder = os.path.expanduser(folder)
+    if (os.path.isfile(os.path.join(folder, "model_config.json"))
+            and not os.path.isdir(os.path.join(folder, "transformer"))):
+        from .stable_audio_single import build_from_single_file
+
+        return build_from_single_file(folder, device=device, dtype=dtype)
     parts = check_folder(folder)
     try:
         import diffusers
