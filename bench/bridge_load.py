@@ -282,7 +282,8 @@ def markdown(report: LoadReport, idle: list[float], args: argparse.Namespace) ->
         "",
         f"Produced by `python bench/bridge_load.py --zmq-clients {args.zmq_clients} --osc-clients {args.osc_clients} "
         f"--requests {args.requests} --idle {args.idle}` on {platform.machine()} with {os.cpu_count()} CPU core(s) "
-        f"({time.strftime('%Y-%m-%d')}), daemon worker on CPU with 1 torch thread; every job is a real "
+        f"({time.strftime('%Y-%m-%d')}; load average {args.load_before:.1f} when it started, the cores being shared), "
+        "daemon worker on CPU with 1 torch thread; every job is a real "
         "`engine.render.render` call with the instant `analytic` model (2 steps, 0.2 s region of a 1 s clip), "
         "so these are bridge + queue numbers, not model speed.",
         "",
@@ -331,6 +332,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--idle", type=int, default=30, help="sequential requests for the idle-latency figure")
     p.add_argument("--write", type=Path, help="update the ## Bridge section of this markdown file")
     args = p.parse_args(argv)
+    args.load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="segue-bridge-load-"))
     (root / "in").mkdir()
     clip = str(write_clip(root / "in" / "clip.wav"))
