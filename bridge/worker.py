@@ -97,10 +97,7 @@ class ModelCache:
             return self._loader(name)
         from engine.models.base import load_model
         model = load_model(name)
-        den = getattr(model, "denoiser", None)
-        if hasattr(den, "to") and self.device != "cpu":
-            den.to(self.device)
-        return model
+        return model.to(self.device) if self.device != "cpu" else model
 
     def _evict(self, name: str) -> None:
         self._models.pop(name, None)

@@ -12,7 +12,8 @@ import zmq
 
 from bridge import protocol
 from bridge.daemon import JobManager
-from bridge.osc_server import build
+from bridge.osc_server import OscServer, build
+from bridge.protocol import Limits
 from bridge.zmq_server import ZmqServer
 from engine.request import PCMAudio
 
@@ -292,3 +293,54 @@ def test_a_token_is_required_to_bind_beyond_loopback_and_then_checked(tmp_path):
     finally:
         manager.close()
         ctx.term()
+
+
+def test_an_oversized_frame_is_dropped_by_libzmq_and_other_clients_are_still_served(tmp_path):
+    manager = JobManager(make_config(tmp_path, limits=Limits(max_frame_bytes=4096)))
+    ctx = zmq.Context()
+    server = ZmqServer(manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", context=ctx)
+    stop = threading.Event()
+    t = threading.Thread(target=server.serve, args=(stop,))
+    t.start()
+    hostile, friendly = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    try:
+        for s in (hostile, friendly):
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(server.endpoint)
+        hostile.send_multipart(protocol.encode_request("health", mid="big") + [b"\x00" * 100_000])
+        assert hostile.poll(500) == 0  # never read, so never answered: the connection is dropped instead
+        friendly.send_multipart(protocol.encode_request("health", mid="small"))
+        assert friendly.poll(5000) and json.loads(friendly.recv())["id"] == "small"
+        # within the frame limit but over the frame count: read, and refused with a code
+        friendly.send_multipart(protocol.encode_request("health", mid="many") + [b"x"] * 4)
+        assert friendly.poll(5000) and json.loads(friendly.recv())["error"]["code"] == "too_large"
+    finally:
+        stop.set()
+        t.join()
+        hostile.close()
+        friendly.close()
+        server.close()
+        manager.close()
+        ctx.term()
+
+
+def test_osc_needs_the_token_when_one_is_set_and_refuses_to_bind_beyond_loopback_without(tmp_path):
+    manager = JobManager(make_config(tmp_path))
+    try:
+        with pytest.raises(ValueError, match="token"):
+            OscServer(manager, host="0.0.0.0", port=0)
+        server = OscServer(manager, host="127.0.0.1", port=0, token="k3y")
+        listener = OscListener()
+        try:
+            for m in (build("/segue/health", f"reply_port={listener.port}"),
+                      build("/segue/health", "token=nope", f"reply_port={listener.port}"),
+                      build("/segue/health", "token=k3y", f"reply_port={listener.port}")):
+                server.handle_datagram(m, ("127.0.0.1", 9), time.time())
+            got = listener.collect(lambda m: len(m) >= 3, timeout_s=5)
+        finally:
+            listener.close()
+            server.close()
+        assert [(a, p[1] if a == "/segue/error" else None) for a, p in got] == [
+            ("/segue/error", "unauthorized"), ("/segue/error", "unauthorized"), ("/segue/health", None)]
+    finally:
+        manager.close()
