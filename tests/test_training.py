@@ -62,8 +62,9 @@ def test_held_out_loss_falls_with_margin(runs):
     rows = _eval_rows(straight)
     first, last = float(rows[0]["eval_ema_loss"]), float(rows[-1]["eval_ema_loss"])
     assert int(rows[0]["step"]) == 0 and int(rows[-1]["step"]) == CONFIGS["tiny"].max_steps
-    # An untrained network predicts v = 0 (loss ~0.95 here); learning must cut it by > 12%.
-    assert last < 0.88 * first, (first, last)
+    # An untrained network predicts v = 0 (loss ~0.96 here); 200 tiny steps must cut it by > 25%
+    # (measured: 0.956 -> 0.611).
+    assert last < 0.75 * first, (first, last)
 
 
 def test_exported_weights_load_as_the_builtin_model(runs):

@@ -8,11 +8,17 @@ continuation need. The network is fully convolutional; inputs of any length are
 padded to a multiple of the total stride inside `forward` and cropped back.
 Time conditioning: a sinusoidal embedding of t feeding FiLM in every block.
 
-Output head: v = A + M * x_t, with A and M both predicted per channel. The hidden
+Output head: v = A + (M + G) * x_t, with A and M predicted per channel. The hidden
 width (a few hundred) is far below the 4 x bins latent channels, so a purely
 additive head could not express per-bin denoising at low noise (it would have to
 reproduce every noise value through the bottleneck); the mask M applies a
 context-dependent, per-element Wiener-like gain to the input instead.
+
+Power features (`power_features`): a linear projection of complex coefficients with
+random phases cannot see how loud each bin is, and loudness per bin is what decides
+whether an element is signal or noise. So the log power of every bin (per stereo
+channel) enters the network beside the coefficients, and G is a small function of an
+element's own log power and t (shared by all bins): the classic SNR-driven gain.
 """
 from __future__ import annotations
 
@@ -33,6 +39,10 @@ class NetConfig:
     blocks: tuple[int, ...] = (1, 1, 2, 2, 2)
     emb_dim: int = 256
     groups: int = 16
+    # Feed log |c|^2 per bin and channel beside the raw coefficients, and add a per-element
+    # gain from each element's own noisy power (see SpectralUNet). False = the first weights.
+    power_features: bool = False
+    gain_hidden: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +95,14 @@ class SpectralUNet(nn.Module):
         self.cfg = cfg
         w, g, e = cfg.widths, cfg.groups, cfg.emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU())
-        self.inp = nn.Conv1d(cfg.in_channels, w[0], 1)
+        self.bins = cfg.in_channels // 4
+        extra = 2 * self.bins if cfg.power_features else 0
+        self.inp = nn.Conv1d(cfg.in_channels + extra, w[0], 1)
+        if cfg.power_features:
+            self.gain_in = nn.Linear(e, 2 * cfg.gain_hidden)
+            self.gain_out = nn.Linear(e, cfg.gain_hidden)
+            nn.init.zeros_(self.gain_out.weight)
+            nn.init.zeros_(self.gain_out.bias)
         self.down_blocks = nn.ModuleList(
             nn.ModuleList(ResBlock(w[i], e, g) for _ in range(cfg.blocks[i])) for i in range(len(w)))
         self.downs = nn.ModuleList(nn.Conv1d(w[i], w[i + 1], 3, stride=2, padding=1) for i in range(len(w) - 1))
@@ -106,7 +123,12 @@ class SpectralUNet(nn.Module):
             x = F.pad(x, (0, pad))
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
         emb = self.time_mlp(timestep_embedding(t, self.cfg.emb_dim).to(x.dtype))
-        h = self.inp(x)
+        if self.cfg.power_features:
+            b, _, n = x.shape
+            logp = torch.log(x.reshape(b, 2, 2, self.bins, n).pow(2).mean(dim=2) + 1e-3)  # (B, 2, bins, T)
+            h = self.inp(torch.cat([x, 0.5 * logp.reshape(b, 2 * self.bins, n)], dim=1))
+        else:
+            h = self.inp(x)
         skips = []
         for i, blocks in enumerate(self.down_blocks):
             for block in blocks:
@@ -119,4 +141,16 @@ class SpectralUNet(nn.Module):
             h = self.ups[i](h) + skips[i]
             h = self.up_blocks[i](h, emb)
         add, mask = self.out(F.silu(self.out_norm(h)))[..., :frames].chunk(2, dim=1)
+        if self.cfg.power_features:
+            mask = mask + self._element_gain(logp[..., :frames], emb)
         return add + mask * x_in
+
+    def _element_gain(self, logp: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """G(log power of the element's bin, t), broadcast over re/im: (B, 4 * bins, T)."""
+        b, _, bins, n = logp.shape
+        k = self.cfg.gain_hidden
+        scale, shift = self.gain_in(emb).reshape(b, 2, k, 1, 1, 1).unbind(1)
+        hidden = F.silu(scale * logp[:, None] + shift)  # (B, k, 2, bins, T)
+        coef = self.gain_out(emb).reshape(b, k, 1, 1, 1)
+        g = (coef * hidden).sum(dim=1)  # (B, 2, bins, T)
+        return g[:, :, None].expand(b, 2, 2, bins, n).reshape(b, 4 * bins, n)

@@ -57,13 +57,14 @@ class TrainConfig:
 
 CONFIGS: dict[str, TrainConfig] = {
     # What the shipped weights were trained with: ~1 h on two shared CPU cores.
-    "cpu": TrainConfig(name="cpu", net=NetConfig(), max_steps=5000, threads=1),
+    "cpu": TrainConfig(name="cpu", net=NetConfig(power_features=True), max_steps=5000, threads=1),
     # A real GPU run: the same network, bigger batches and longer crops, many more steps.
-    "gpu": TrainConfig(name="gpu", net=NetConfig(), batch=48, crop_frames=512, lr=2e-4,
+    "gpu": TrainConfig(name="gpu", net=NetConfig(power_features=True), batch=48, crop_frames=512, lr=2e-4,
                        warmup_steps=1000, max_steps=300_000, ckpt_every_s=600.0,
                        eval_every_steps=2000, eval_items=64, device="cuda", threads=4),
     # A minute or two on CPU on synthetic audio: proves training runs, resumes and learns.
-    "tiny": TrainConfig(name="tiny", net=NetConfig(widths=(32, 32, 48), blocks=(1, 1, 1), emb_dim=32, groups=8),
+    "tiny": TrainConfig(name="tiny", net=NetConfig(widths=(32, 32, 48), blocks=(1, 1, 1), emb_dim=32, groups=8,
+                                                                power_features=True),
                         data="synth", batch=4, crop_frames=64, lr=2e-3, warmup_steps=10, max_steps=200,
                         ema_decay=0.9, ckpt_every_s=1e9, eval_every_steps=1_000_000, eval_items=8,
                         scale_items=32),
