@@ -113,7 +113,7 @@ class JobManager:
         params = self.policy.confine(msg.params)
         request = request_from_mapping(params)
         protocol.check_durations(request, self.config.limits)
-        timeout = min(msg.timeout_s or self.config.job_timeout_s, self.config.limits.max_timeout_s)
+        timeout = min(msg.timeout_s or self.config.job_timeout_s, self.config.job_timeout_s)
         with self._submit_lock:
             existing = self.store.get(msg.id)
             if existing is None and self.queue.qsize() >= self.config.limits.max_queue:
@@ -128,11 +128,12 @@ class JobManager:
     def cancel(self, job_id: str) -> Job:
         job = self._job(job_id)
         if job.state == "queued":
-            done = self.store.finish(job_id, "cancelled", error=("cancelled", "cancelled before it started"))
+            done = self.store.finish(job_id, "cancelled", error=("cancelled", "cancelled before it started"),
+                                     from_states=("queued",))
             if done is not None:
                 self.emit("error", done, done.error or {})
                 return done
-            job = self._job(job_id)
+            job = self._job(job_id)  # it started meanwhile
         if job.state == "running":
             for s in self.supervisors:
                 s.request_cancel(job_id)
@@ -258,6 +259,8 @@ class DeviceSupervisor:
                 try:
                     job_id = m.queue.get(timeout=0.1)
                 except queue.Empty:
+                    if self._proc is not None and not self._proc.is_alive():
+                        self._restart()  # it died between jobs: have a fresh one ready
                     continue
                 try:
                     self._run_job(job_id)
@@ -296,10 +299,13 @@ class DeviceSupervisor:
         except SegueError as e:
             self._finish(job_id, "failed", error=(e.code, e.message))
             return
-        job = self._running = m.store.mark_running(job_id)
-        self.current = job_id
         self._cancel_for = None
         self._cancel_event.clear()
+        self.current = job_id  # before the state changes, so a cancel that sees "running" reaches us
+        running = m.store.mark_running(job_id)
+        if running is None:
+            return  # cancelled between the read above and now
+        job = self._running = running
         if self._proc is None or not self._proc.is_alive():
             self._restart()
         try:

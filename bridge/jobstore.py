@@ -133,11 +133,12 @@ class JobStore:
             if not kept:  # spool files of a refused or repeated job must not linger
                 self._remove_files(spooled)
 
-    def mark_running(self, job_id: str) -> Job:
+    def mark_running(self, job_id: str) -> Optional[Job]:
+        """Start a queued job (counting the attempt); None if it is no longer queued (cancelled meanwhile)."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
-                             "WHERE id = ?", (time.time(), job_id))
-            return self._get(job_id)  # type: ignore[return-value]
+            cur = self._db.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? "
+                                   "WHERE id = ? AND state = 'queued'", (time.time(), job_id))
+            return self._get(job_id) if cur.rowcount else None
 
     def set_started_at(self, job_id: str, t: float) -> None:
         with self._lock:
@@ -150,15 +151,17 @@ class JobStore:
                              "WHERE id = ?", (0 if count_attempt else 1, job_id))
 
     def finish(self, job_id: str, state: str, *, result: Optional[dict] = None,
-               error: Optional[tuple[str, str]] = None) -> Optional[Job]:
-        """Move a job to a final state once; returns None if it already was final (no double answers)."""
-        assert state in FINAL_STATES, state
+               error: Optional[tuple[str, str]] = None,
+               from_states: tuple[str, ...] = ("queued", "running")) -> Optional[Job]:
+        """Move a job to a final state once; None if it was not in `from_states` (so never two answers)."""
+        assert state in FINAL_STATES and all(s in ("queued", "running") for s in from_states), (state, from_states)
+        marks = ",".join("?" * len(from_states))
         with self._lock:
             cur = self._db.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error_code = ?, error_message = ? "
-                "WHERE id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
+                f"WHERE id = ? AND state IN ({marks})",
                 (state, time.time(), json.dumps(result) if result is not None else None,
-                 error[0] if error else None, error[1] if error else None, job_id))
+                 error[0] if error else None, error[1] if error else None, job_id, *from_states))
             if cur.rowcount == 0:
                 return None
             job = self._get(job_id)

@@ -149,3 +149,28 @@ def test_the_model_cache_evicts_when_free_memory_is_below_the_floor():
     relaxed = ModelCache("cpu", max_models=4, min_free_bytes=1, loader=lambda name: name)
     relaxed.get("a"), relaxed.get("b")
     assert relaxed.loaded() == ["a", "b"]
+
+
+def test_a_cancelled_job_cannot_start_and_a_started_one_is_not_cancelled_as_queued(tmp_path):
+    store = JobStore(tmp_path)
+    store.add("c1", params(), origin={}, timeout_s=None, received_at=0.0)
+    store.add("c2", params(seed=1), origin={}, timeout_s=None, received_at=0.0)
+    assert store.finish("c1", "cancelled", error=("cancelled", "x"), from_states=("queued",)) is not None
+    assert store.mark_running("c1") is None and store.get("c1").attempts == 0
+    assert store.mark_running("c2").state == "running"
+    assert store.finish("c2", "cancelled", error=("cancelled", "x"), from_states=("queued",)) is None
+    assert store.get("c2").state == "running"
+
+
+def test_a_request_cannot_raise_its_time_limit_above_the_daemons(tmp_path):
+    manager = JobManager(make_config(tmp_path, job_timeout_s=20.0))
+    clip = str(write_wav(tmp_path / "in" / "c.wav", tone(0.5)))
+    try:
+        base = {"task": "infill", "audio": clip, "start_s": 0.1, "end_s": 0.2}
+        long, _ = manager.submit(Message(type="render", id="t1", params=base, timeout_s=3000.0), {}, time.time())
+        short, _ = manager.submit(Message(type="render", id="t2", params={**base, "seed": 1}, timeout_s=5.0), {},
+                                  time.time())
+        default, _ = manager.submit(Message(type="render", id="t3", params={**base, "seed": 2}), {}, time.time())
+        assert (long.timeout_s, short.timeout_s, default.timeout_s) == (20.0, 5.0, 20.0)
+    finally:
+        manager.close()
