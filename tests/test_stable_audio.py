@@ -184,3 +184,21 @@ def test_guided_infill_in_waveform_space_through_the_decoder(model) -> None:
     with torch.no_grad():
         free, guided = (float(((model.decode(o) - target).abs() * smask).sum() / smask.sum()) for o in outs)
     assert guided < 0.5 * free
+
+
+def test_renders_an_infill_request_end_to_end(folder) -> None:
+    import numpy as np
+
+    from engine.render import render_audio
+    from engine.request import PCMAudio, RenderRequest
+
+    audio = (0.2 * np.random.default_rng(0).standard_normal((2, 44100))).astype(np.float32)
+    m = load_model(f"stable-audio:{folder}")
+    req = RenderRequest(task="infill", audio=(PCMAudio(audio, 44100),), start_s=0.4, end_s=0.6,
+                        model=f"stable-audio:{folder}", steps=4)
+    out = render_audio(req, model=m)
+    assert out.audio.shape == (2, 44100) and out.sample_rate == 44100
+    changed = np.nonzero(np.abs(out.audio - audio).max(axis=0) > 1e-6)[0]
+    assert changed.min() >= int(0.4 * 44100) and changed.max() < int(0.6 * 44100)   # only the region is new
+    assert len(changed) > 0.9 * 0.2 * 44100
+    assert np.isfinite(out.audio).all() and "recon_l1" in out.losses
