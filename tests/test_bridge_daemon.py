@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -163,6 +164,19 @@ def test_a_crashed_worker_fails_its_job_and_is_restarted(daemon, peer):
     assert wait(peer, "after-crash")["type"] == "done"
     after = daemon.manager.health()["devices"][0]
     assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"] and after["alive"]
+
+
+def test_a_worker_that_dies_while_idle_is_replaced_before_the_next_job(daemon, peer):
+    before = daemon.manager.health()["devices"][0]
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while daemon.manager.health()["devices"][0]["pid"] == before["pid"]:
+        assert time.monotonic() < deadline, "the dead worker was not replaced"
+        time.sleep(0.05)
+    after = daemon.manager.health()["devices"][0]
+    assert after["alive"] and after["restarts"] == before["restarts"] + 1
+    peer.call(render_frames(infill(daemon, seed=16), mid="after-idle-death"))
+    assert wait(peer, "after-idle-death")["type"] == "done"
 
 
 def test_a_failing_job_returns_its_error_and_the_daemon_keeps_serving(daemon, peer):

@@ -14,7 +14,7 @@ import pytest
 from bridge.client import ClientError, SegueClient
 
 from bridge_fixtures import TESTS_DIR, tone, write_wav
-from bridge_renders import SLOW_SEED
+from bridge_renders import HANG_SEED, SLOW_SEED
 
 REPO = os.path.dirname(TESTS_DIR)
 
@@ -62,6 +62,15 @@ def params(root: Path, **kw) -> dict:
             "model": "analytic", "steps": 4, "context_s": 0.5, **kw}
 
 
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_running(client: SegueClient, job_id: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while client.status(job_id)["state"] != "running":
@@ -106,9 +115,14 @@ def test_sigterm_requeues_unfinished_work_and_a_job_killed_past_its_attempts_is_
     d.client.wait("waiting-1", timeout_s=30)
     assert d.client.status("long-1")["attempts"] == 1  # a clean shutdown does not use up an attempt
     assert os.path.exists(long_result.path)
-    d.client.submit(params(root, steps=20, seed=SLOW_SEED), job_id="doomed-1")
+    d.client.submit(params(root, seed=HANG_SEED), job_id="doomed-1")  # a render that never returns
     wait_running(d.client, "doomed-1")
+    worker = d.client.health()["devices"][0]["pid"]
     d.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 3
+    while alive(worker):  # the worker dies with the daemon: no orphan goes on rendering
+        assert time.monotonic() < deadline, "the worker outlived the daemon"
+        time.sleep(0.05)
 
     d = DaemonProcess(root, "--max-attempts", "1")
     try:
