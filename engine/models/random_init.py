@@ -142,8 +142,8 @@ SA3_SMALL = StableAudio3Size(embed_dim=1024, depth=16, heads=16, latent_dim=256,
 
 
 def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: int = 0) -> dict[str, Any]:
-    """transformer, vae, duration_embedder, scheduler with random weights (the DiT's zero-init output
-    projections are re-drawn so the tiny network's velocity actually depends on its inputs)."""
+    """transformer, vae, duration_embedder, scheduler with random weights (zero-initialised
+    projections are re-drawn so the tiny networks' outputs actually depend on their inputs)."""
     import torch
     from diffusers import (AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel,
                            StableAudio3DurationEmbedder)
@@ -154,13 +154,14 @@ def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: i
                                cond_token_dim=s.cond_token_dim, global_cond_dim=s.global_cond_dim,
                                local_add_cond_dim=1 + s.latent_dim,
                                timestep_features_dim=16, num_memory_tokens=s.memory_tokens)
-    with torch.no_grad():
-        for name, p in dit.named_parameters():
-            if p.abs().max() == 0 and p.ndim >= 1:
-                p.normal_(0.0, 0.02)
     vae = AutoencoderSAME(patch_size=s.vae_patch, encoder_channels=s.vae_channels, encoder_c_mults=[2],
                           encoder_strides=[s.vae_stride], encoder_transformer_depths=[s.vae_depth],
                           latent_dim=s.latent_dim, dim_heads=s.vae_head_dim, ff_mult=2)
+    with torch.no_grad():
+        for module in (dit, vae):
+            for p in module.parameters():
+                if p.abs().max() == 0 and p.ndim >= 1:
+                    p.normal_(0.0, 0.02)
     comps = {"transformer": dit.eval(), "vae": vae.eval(),
              "duration_embedder": StableAudio3DurationEmbedder(output_dim=s.global_cond_dim, fourier_dim=16).eval(),
              "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)}
