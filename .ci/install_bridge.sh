@@ -6,7 +6,6 @@ need=()
 command -v oscsend >/dev/null 2>&1 || need+=(liblo-tools)
 [ -f /usr/include/zmq.h ] || need+=(libzmq3-dev)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

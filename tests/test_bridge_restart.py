@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,14 +24,14 @@ REPO = os.path.dirname(TESTS_DIR)
 class DaemonProcess:
     """`python -m bridge.serve` on ephemeral loopback ports, over a state folder that outlives it."""
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    def __init__(self, root: Path, *extra: str, zmq: str = "tcp://127.0.0.1:*") -> None:
         ready = root / "ready.json"
         if ready.exists():
             ready.unlink()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO]), SEGUE_TEST_STEP_DELAY="0.1")
         self.log = open(root / "daemon.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.serve", "--zmq", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
+            [sys.executable, "-m", "bridge.serve", "--zmq", zmq, "--events", "tcp://127.0.0.1:*",
              "--osc-port", "0", "--state-dir", str(root / "state"), "--output-dir", str(root / "out"),
              "--allow-root", str(root / "in"), "--ready-file", str(ready), "--threads", "1",
              "--render-entry", "bridge_renders:render", "--device", "cpu", *extra],
@@ -78,16 +80,33 @@ def wait_running(client: SegueClient, job_id: str, timeout_s: float = 30.0) -> N
         time.sleep(0.05)
 
 
+def free_tcp_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def test_sigkill_mid_job_then_restart_reruns_it_and_keeps_finished_results(root):
-    d = DaemonProcess(root)
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    d = DaemonProcess(root, zmq=endpoint)
     finished = d.client.render(params(root, seed=3), job_id="finished-1")
     d.client.submit(params(root, steps=20, seed=SLOW_SEED), job_id="killed-1")
     d.client.submit(params(root, seed=4), job_id="queued-1")
     wait_running(d.client, "killed-1")
+    # a client already waiting keeps waiting through the crash and the restart
+    waited: dict = {}
+    waiter = SegueClient(endpoint, reply_timeout_s=2)
+    thread = threading.Thread(target=lambda: waited.update(r=waiter.wait("killed-1", timeout_s=90)))
+    thread.start()
+    time.sleep(0.3)
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
 
-    d = DaemonProcess(root)
+    d = DaemonProcess(root, zmq=endpoint)
     try:
+        thread.join(90)
+        waiter.close()
         done = d.client.wait("killed-1", timeout_s=60)
         queued = d.client.wait("queued-1", timeout_s=30)
         listed = d.client.status("finished-1")
@@ -96,6 +115,7 @@ def test_sigkill_mid_job_then_restart_reruns_it_and_keeps_finished_results(root)
     finally:
         assert d.stop(signal.SIGTERM) == 0
     assert os.path.exists(done.path) and os.path.exists(queued.path)
+    assert waited["r"].path == done.path
     assert rerun["state"] == "done" and rerun["attempts"] == 2  # started before the kill, and once more after
     assert listed["state"] == "done" and listed["result"]["path"] == finished.path
     assert health["jobs"]["done"] == 3 and health["jobs"]["failed"] == 0 and health["queue_length"] == 0
