@@ -1,0 +1,114 @@
+"""Audacity end to end: real Audacity 3.2 under Xvfb, mod-script-pipe, the Segue script, the daemon.
+
+A 48 kHz project (the model runs at 44.1 kHz) gets a clip; a time range is selected; the script
+reads the selection, exports it with context, renders through `segue-client` and a running daemon,
+and imports the result as a new track at the selection. Audacity's own export of that track is
+then checked sample by sample.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
+
+AUDACITY = DAW_SCRIPTS / "audacity"
+sys.path.insert(0, str(AUDACITY))
+from audacity_pipe import MODULE_SO, AudacityPipe, launch_headless  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("audacity") is None or shutil.which("Xvfb") is None or not os.path.exists(MODULE_SO),
+    reason="Audacity with mod-script-pipe and Xvfb are not installed; run .ci/install_daw.sh "
+           "(Debian packages `audacity`, `xvfb`)")
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def audacity(tmp_path_factory):
+    inst = launch_headless(tmp_path_factory.mktemp("audacity-home"))
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
+    yield d
+    d.stop()
+
+
+def run_script(serve: ServeProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(AUDACITY / "segue_audacity.py"), *args], capture_output=True,
+                          text=True, timeout=300, env=serve.env)
+
+
+def export_track(pipe: AudacityPipe, track: int, seconds: float, path: Path) -> np.ndarray:
+    pipe.command("Select", Start=0.0, End=seconds, Track=track, TrackCount=1, Mode="Set")
+    pipe.command("Export2", Filename=str(path), NumChannels=2)
+    audio, rate = read_wav(path)
+    assert rate == RATE
+    return audio
+
+
+def test_infill_of_the_selection_comes_back_as_a_track_at_the_selection(tmp_path, audacity, serve):
+    src = music(7.0, RATE, seed=5)
+    write_wav(tmp_path / "song.wav", src, RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("Import2", Filename=str(tmp_path / "song.wav"))
+        pipe.command("Select", Start=2.0, End=3.5, Track=0, TrackCount=1, Mode="Set")
+
+    done = run_script(serve, "infill", "--model", "builtin", "--steps", "8", "--seed", "2",
+                      "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    assert "segue: 100.0%" in done.stderr  # the client's progress reached the user
+    import json
+    out = json.loads(done.stdout)
+    assert out["project_rate"] == RATE and out["reply"]["sample_rate"] == 44100
+    assert out["params"] == ["--start", "2.000000", "--end", "3.500000"]  # 4 s context clamped at 0
+    assert out["position_s"] == pytest.approx(2.0, abs=1e-9) and out["lead_samples"] == 2 * RATE
+
+    with AudacityPipe() as pipe:
+        names = [t["name"] for t in pipe.info("Tracks")]
+        assert names[0] == "song" and names[1] == out["track_name"] and names[1].startswith("Segue infill ")
+        assert len(names) == 2
+        assert pipe.info("Clips")[1]["end"] == pytest.approx(3.5, abs=1 / RATE)
+        # the user's selection is back where it was
+        from segue_audacity import read_selection
+        sel = read_selection(pipe)
+        assert (sel.start_s, sel.end_s) == pytest.approx((2.0, 3.5), abs=1e-6)
+        assert [t["name"] for t in pipe.info("Tracks")] == names  # the label was undone, nothing else
+        original = export_track(pipe, 0, 7.0, tmp_path / "orig.wav")
+        new = export_track(pipe, 1, 7.0, tmp_path / "new.wav")
+
+    np.testing.assert_allclose(original, src, atol=1e-6)  # the source track is untouched (float export)
+    a, b = 2 * RATE, int(3.5 * RATE)
+    assert new.shape[1] == b  # Audacity exports up to the end of the selected audio: the clip ends at 3.5 s
+    assert np.abs(new[:, :a]).max() == 0
+    clip, rate = read_wav(out["reply"]["path"])
+    assert rate == 44100 and clip.shape[1] == int(1.5 * 44100)
+    expected = fft_resample(clip, 44100, RATE)
+    lag, corr = best_lag(expected[0, 1000:-1000], new[0, a + 1000:b - 1000], max_lag=10)
+    assert lag == 0 and corr > 0.99, (lag, corr)
+    assert np.sqrt(np.mean(new[:, a:b] ** 2)) > 0.01
+    # the clip starts with the original blended in (the engine's seam): right at the selection start the
+    # new track repeats the old one (the 48 -> 44.1 -> 48 kHz round trip lags it by under a sample)
+    lag, corr = best_lag(original[0, a + 10:a + 210], new[0, a + 10:a + 210], max_lag=40)
+    assert lag in (0, -1) and corr > 0.8, (lag, corr)
+
+
+def test_a_selection_outside_every_track_is_refused_without_changes(tmp_path, audacity, serve):
+    with AudacityPipe() as pipe:
+        n = len(pipe.info("Tracks"))
+        pipe.command("Select", Start=20.0, End=21.0, Track=0, TrackCount=1, Mode="Set")
+    done = run_script(serve, "infill", "--model", "analytic", "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 1
+    assert "select a time range inside the track" in done.stderr
+    with AudacityPipe() as pipe:
+        assert len(pipe.info("Tracks")) == n
