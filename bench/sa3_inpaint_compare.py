@@ -33,11 +33,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.models.base import Model, load_model  # noqa: E402
-from engine.models.stable_audio3 import logsnr_sigmas  # noqa: E402
-from engine.regions import frame_mask, frame_support, splice  # noqa: E402
+from engine.models.stable_audio3 import native_infill  # noqa: E402
+from engine.regions import splice  # noqa: E402
 from engine.render import render_audio  # noqa: E402
 from engine.request import PCMAudio, RenderRequest  # noqa: E402
-from engine.samplers import randn_like, sample_ddim  # noqa: E402
 
 import quality  # noqa: E402  (bench/quality.py: windows and scores shared with the built-in model's benchmark)
 
@@ -69,23 +68,9 @@ def synthetic_windows(n: int) -> list["quality.Window"]:
 
 
 def native_inpaint(model: Model, window: np.ndarray, steps: int, seed: int) -> np.ndarray:
-    """The trained inpainting path: context latents + frame mask as conditioning, no guidance."""
+    """The trained inpainting path (engine.models.stable_audio3.native_infill), spliced like the engine's."""
     a, b = quality.s(GAP[0]), quality.s(GAP[1])
-    n = window.shape[1]
-    padded = -(-n // model.hop) * model.hop
-    audio = torch.from_numpy(np.pad(window, ((0, 0), (0, padded - n))))[None]
-    known = np.ones(padded, dtype=bool)
-    known[a:b] = False
-    with torch.no_grad():
-        y = model.encode(audio)
-        offset, span = frame_support(model.autoencoder)
-        m = torch.from_numpy(frame_mask(known, y.shape[-1], model.hop, offset, span)).float().reshape(1, 1, -1)
-        cond = model.denoiser.inpaint_cond(y, m)
-        sigmas = logsnr_sigmas(steps)
-        g = torch.Generator().manual_seed(seed)
-        x = randn_like(y, g) * (1 + float(sigmas[0]))
-        out = sample_ddim(model.denoiser, x, sigmas, cond=cond, generator=g)
-        wav = model.decode(out, padded)[0, :, :n].float().numpy()
+    wav = native_infill(model, window, (a, b), steps=steps, seed=seed)
     edited = window.copy()
     edited[:, a:b] = splice(window, wav, a, b, quality.s(SEAM_MS / 1000))
     return edited

@@ -172,3 +172,18 @@ def test_loader_errors_and_registry(folder, tmp_path) -> None:
     assert (m.hop, m.autoencoder.latent_channels, m.info["sampler"]) == (1024, SA3_TINY.latent_dim, "ddim")
     with pytest.raises(ModelNotFound, match="no text_encoder"):
         m.denoiser.make_cond("piano")
+
+
+def test_native_infill_helper_runs_on_a_window(tmp_path, model) -> None:
+    import numpy as np
+
+    from engine.models.stable_audio3 import native_infill
+
+    inpaint_dir = str(tmp_path / "sa3-inpaint")
+    save_stable_audio3_folder(inpaint_dir, SA3_TINY, seed=0, inpaint=True)
+    m = load_stable_audio3(inpaint_dir, max_text_tokens=TOKENS)
+    window = (0.1 * np.random.default_rng(0).standard_normal((2, 10000))).astype(np.float32)
+    out = native_infill(m, window, (3000, 6000), steps=3, seed=0)
+    assert out.shape == (2, 10000) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="inpainting checkpoint"):
+        native_infill(model, window, (3000, 6000), steps=3)

@@ -212,6 +212,36 @@ def sample_pingpong(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, guide=No
     return x
 
 
+def native_infill(model: Model, audio, gap: tuple[int, int], *, steps: int, seed: int = 0):
+    """The trained SA3 inpainting path on a (2, N) float32 window: samples [gap) are regenerated.
+
+    Context latents and the latent frame mask go into the DiT's `local_add_cond`; there is no
+    guidance. Returns the (2, N) window with the generated gap (not yet spliced with seams).
+    """
+    import numpy as np
+
+    from ..regions import frame_mask, frame_support
+    from ..samplers import randn_like, sample_ddim
+
+    a, b = gap
+    n = audio.shape[1]
+    padded = -(-n // model.hop) * model.hop
+    x_audio = torch.from_numpy(np.pad(np.asarray(audio, dtype=np.float32), ((0, 0), (0, padded - n))))[None]
+    known = np.ones(padded, dtype=bool)
+    known[a:b] = False
+    device = next(model.denoiser.parameters()).device
+    with torch.no_grad():
+        y = model.encode(x_audio.to(device))
+        offset, span = frame_support(model.autoencoder)
+        m = torch.from_numpy(frame_mask(known, y.shape[-1], model.hop, offset, span)).to(y).reshape(1, 1, -1)
+        cond = model.denoiser.inpaint_cond(y, m)
+        sigmas = logsnr_sigmas(steps)
+        g = torch.Generator().manual_seed(seed)
+        x = randn_like(y, g) * (1 + float(sigmas[0]))
+        out = sample_ddim(model.denoiser, x, sigmas, cond=cond, generator=g)
+        return model.decode(out, padded)[0, :, :n].float().cpu().numpy()
+
+
 def flow_to_ve(x_t: torch.Tensor, sigma_ve: float) -> torch.Tensor:
     """A flow-space sample at VE noise level `sigma_ve` -> the VE sample the samplers expect."""
     t = sigma_ve / (1 + sigma_ve)
