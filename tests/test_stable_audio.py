@@ -130,6 +130,9 @@ def test_prompts_are_optional(tmp_path, model) -> None:
         c1 = model.denoiser.make_cond("piano", seconds_end=16 * HOP / 44100, cfg_scale=5.0)
         c0 = model.denoiser.make_cond("", seconds_end=16 * HOP / 44100, cfg_scale=5.0)
         assert float((model.denoiser(x, s, c1) - model.denoiser(x, s, c0)).abs().max()) > 1e-4
+        # the backend-neutral entry point gives the same conditioning
+        c2 = model.denoiser.conditioning("piano", duration_s=16 * HOP / 44100, cfg_scale=5.0)
+        assert torch.equal(model.denoiser(x, s, c2), model.denoiser(x, s, c1))
 
 
 def _infill_setup(model):

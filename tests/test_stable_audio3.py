@@ -171,7 +171,9 @@ def test_loader_errors_and_registry(folder, tmp_path) -> None:
     m = load_model(f"stable-audio-3:{folder}")
     assert (m.hop, m.autoencoder.latent_channels, m.info["sampler"]) == (1024, SA3_TINY.latent_dim, "ddim")
     with pytest.raises(ModelNotFound, match="no text_encoder"):
-        m.denoiser.make_cond("piano")
+        m.denoiser.conditioning("piano", duration_s=2.0)
+    c = m.denoiser.conditioning(None, duration_s=2.0)
+    assert torch.equal(c.duration, m.denoiser.make_cond(None, duration_s=2.0).duration)
 
 
 def test_native_infill_helper_runs_on_a_window(tmp_path, model) -> None:

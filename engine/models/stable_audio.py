@@ -118,6 +118,12 @@ class StableAudioDenoiser(torch.nn.Module):
                                seconds_end=out.seconds_end_hidden_states.to(dtype), cfg_scale=float(cfg_scale),
                                negative_text=None if negative is None else negative.to(dtype))
 
+    def conditioning(self, prompt: Optional[str] = None, *, duration_s: float, cfg_scale: float = 1.0,
+                     negative_prompt: Optional[str] = None) -> StableAudioCond:
+        """The backend-neutral entry point (same signature for Stable Audio 3): a window of `duration_s`."""
+        return self.make_cond(prompt, seconds_start=0.0, seconds_end=duration_s, cfg_scale=cfg_scale,
+                              negative_prompt=negative_prompt)
+
     def _encode_text(self, prompt: str, device: torch.device) -> torch.Tensor:
         tok = self.tokenizer([prompt], padding="max_length", max_length=self.max_text_tokens, truncation=True,
                              return_tensors="pt")

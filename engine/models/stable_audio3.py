@@ -114,6 +114,11 @@ class StableAudio3Denoiser(torch.nn.Module):
         return Sa3Cond(text=text, text_mask=mask, duration=duration, cfg_scale=float(cfg_scale),
                        negative_text=neg, negative_mask=neg_mask)
 
+    def conditioning(self, prompt: Optional[str] = None, *, duration_s: float, cfg_scale: float = 1.0,
+                     negative_prompt: Optional[str] = None) -> Sa3Cond:
+        """The backend-neutral entry point (same signature for Stable Audio Open)."""
+        return self.make_cond(prompt, duration_s=duration_s, cfg_scale=cfg_scale, negative_prompt=negative_prompt)
+
     def inpaint_cond(self, known_latents: torch.Tensor, frame_mask: torch.Tensor,
                      cond: Optional[Sa3Cond] = None) -> Sa3Cond:
         """Conditioning for native (trained) inpainting; only the inpainting checkpoint was trained for it."""
