@@ -23,8 +23,7 @@ from engine.errors import SegueError
 
 from . import protocol
 from .daemon import JobEvent, JobManager
-from .protocol import Limits, Message, ProtocolError
-from .zmq_server import check_token
+from .protocol import Limits, Message, ProtocolError, check_token, is_loopback_host
 
 log = logging.getLogger("segue.osc")
 
@@ -162,8 +161,7 @@ class OscServer:
 
     def __init__(self, manager: JobManager, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: Optional[str] = None, limits: Optional[Limits] = None) -> None:
-        from .zmq_server import is_loopback_endpoint
-        if token is None and not is_loopback_endpoint(f"tcp://{host}:{port}"):
+        if token is None and not is_loopback_host(host):
             raise ValueError(f"{host} is not a loopback address; a shared-secret token is required to bind it")
         self.manager = manager
         self.token = token

@@ -11,12 +11,15 @@ by an entry of `header["frames"]` and referenced from the params as `{"frame": k
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -235,6 +238,33 @@ def check_durations(request: RenderRequest, limits: Limits) -> None:
         v = getattr(request, name)
         if v is not None and v > limits.max_duration_s:
             raise TooLarge(f"{name} = {v:g} s is beyond this daemon's limit of {limits.max_duration_s:g} s")
+
+
+# ---- who may talk to the daemon ---------------------------------------------------------------------
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; "*", 0.0.0.0, names and interfaces count as exposed."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """A ZeroMQ endpoint that only this machine can reach: ipc://, inproc://, or tcp:// on loopback."""
+    parsed = urlparse(endpoint)
+    return parsed.scheme in ("ipc", "inproc") or is_loopback_host(parsed.hostname or "")
+
+
+def check_token(expected: Optional[str], given: Optional[str]) -> None:
+    """Constant-time comparison of the shared secret; no token configured means none is needed."""
+    if expected is None:
+        return
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("a valid token is required")
 
 
 # ---- replies and events ----------------------------------------------------------------------------

@@ -11,8 +11,6 @@ supervisor threads are handed over through a queue and a wake-up pipe.
 """
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -20,7 +18,6 @@ import queue
 import threading
 import time
 from typing import Any, Optional
-from urllib.parse import urlparse
 
 import zmq
 
@@ -29,7 +26,8 @@ from engine.errors import SegueError
 from . import protocol
 from .daemon import JobEvent, JobManager
 from .jobstore import STATES
-from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, Message, Unauthorized, reply
+from .protocol import (DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, Message, check_token, is_loopback_endpoint,
+                       reply)
 
 log = logging.getLogger("segue.zmq")
 
@@ -38,27 +36,6 @@ MAX_WAIT_S = 3600.0
 
 def topic(job_id: str) -> bytes:
     return f"segue/job/{job_id}/".encode()
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost."""
-    parsed = urlparse(endpoint)
-    if parsed.scheme in ("ipc", "inproc"):
-        return True
-    host = (parsed.hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: treat as exposed
-
-
-def check_token(expected: Optional[str], given: Optional[str]) -> None:
-    if expected is None:
-        return
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("a valid token is required")
 
 
 def peek_id(frame: bytes) -> Optional[str]:

@@ -295,3 +295,10 @@ def test_the_fuzz_corpus_is_answered_without_crashing(osc_server):
             osc_server.sent.clear()
             osc_server.handle_datagram(data, ("127.0.0.1", 9), time.time())
             assert osc_server.sent, f.name
+
+
+def test_only_loopback_endpoints_count_as_private():
+    private = ["tcp://127.0.0.1:5557", "tcp://127.0.0.1:*", "tcp://[::1]:5557", "tcp://localhost:1", "ipc:///tmp/s"]
+    exposed = ["tcp://*:5557", "tcp://0.0.0.0:5557", "tcp://10.0.0.7:5557", "tcp://eth0:5557", "tcp://[::]:1"]
+    assert [protocol.is_loopback_endpoint(e) for e in private] == [True] * len(private)
+    assert [protocol.is_loopback_endpoint(e) for e in exposed] == [False] * len(exposed)
