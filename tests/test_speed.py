@@ -53,3 +53,36 @@ def test_optimise_bf16_keeps_the_denoiser_close_to_fp32() -> None:
     assert b.dtype == torch.float32
     rel = float((a - b).norm() / a.norm())
     assert 0 < rel < 0.05
+
+
+def test_a_failing_compiled_backward_falls_back_at_probe_time(monkeypatch) -> None:
+    pytest.importorskip("diffusers")
+    import engine.models.speed as speed
+    from engine.models.random_init import TINY, build_stable_audio_components
+    from engine.models.stable_audio import model_from_components
+
+    comps = build_stable_audio_components(TINY, seed=0, text_encoder=False)
+    model = model_from_components(comps, dict(comps.pop("scheduler").config), name="tiny")
+    original = model.denoiser.transformer.forward
+
+    def fake_compile(fn, **kw):
+        def compiled(*a, **k):
+            out = fn(*a, **k)
+            # fine forward, broken backward: like a graph that cannot replay its backward
+            return (out[0] + _Boom.apply(out[0]),) + tuple(out[1:])
+        return compiled
+
+    monkeypatch.setattr(speed.torch, "compile", fake_compile)
+    setup = speed.optimise(model, device="cpu", dtype=torch.float32, probe_frames=8)
+    assert setup.compiled is False and "backward replay failed" in setup.fallback_reason
+    assert model.denoiser.transformer.forward == original      # eager again
+
+
+class _Boom(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("backward replay failed")

@@ -61,8 +61,13 @@ def network_of(model: Model) -> torch.nn.Module:
 
 
 def optimise(model: Model, *, device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16,
-             cuda_graphs: bool = True) -> SpeedSetup:
-    """Move the model to `device`, the network to `dtype`, and compile it with CUDA graphs (eager fallback)."""
+             cuda_graphs: bool = True, probe_frames: Optional[int] = None) -> SpeedSetup:
+    """Move the model to `device`, the network to `dtype`, and compile it with CUDA graphs (eager fallback).
+
+    `probe_frames` runs one guided step (forward and backward) at that length right away,
+    so a failure in the compiled *backward* (which the forward wrapper cannot catch) also
+    falls back to eager here instead of in the middle of a render.
+    """
     device = torch.device(device)
     net = network_of(model)
     for module in (model.denoiser, model.autoencoder):
@@ -83,6 +88,24 @@ def optimise(model: Model, *, device: str | torch.device = "cuda", dtype: torch.
         except Exception as exc:  # torch.compile itself unavailable
             setup.fallback_reason = f"{type(exc).__name__}: {exc}"[:300]
         else:
-            net.forward = EagerFallback(compiled, net.forward, setup)  # type: ignore[method-assign]
+            eager = net.forward
+            net.forward = EagerFallback(compiled, eager, setup)  # type: ignore[method-assign]
             setup.compiled = True
+            if probe_frames:
+                try:
+                    _probe(model, probe_frames, device)
+                except Exception as exc:
+                    net.forward = eager  # type: ignore[method-assign]
+                    setup.compiled = False
+                    setup.fallback_reason = f"{type(exc).__name__}: {exc}"[:300]
+                    log.warning("compiled guided step failed, running eager: %s", setup.fallback_reason)
     return setup
+
+
+def _probe(model: Model, frames: int, device: torch.device) -> None:
+    """One forward + input-gradient pass of the denoiser, as a guided sampling step does."""
+    x = torch.randn(1, int(model.denoiser.channels), frames, device=device, requires_grad=True)
+    x0 = model.denoiser(x, torch.full((1,), 1.0, device=device))
+    (grad,) = torch.autograd.grad(x0.float().abs().sum(), x)
+    if not torch.isfinite(grad).all():
+        raise FloatingPointError("non-finite gradient through the compiled network")
