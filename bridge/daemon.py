@@ -107,7 +107,11 @@ class JobManager:
     # -- front-end API -------------------------------------------------------------------------------
 
     def submit(self, msg: Message, origin: dict, received_at: float) -> tuple[Job, bool]:
-        """Validate, confine paths, record and queue a render; returns (job, created)."""
+        """Validate, record and queue a render; returns (job, created). The one validation path of both front ends.
+
+        Paths (and preset names) are confined before `request_from_mapping` runs, since
+        applying a preset reads its file.
+        """
         if self.stopping.is_set():
             raise SegueError("the daemon is shutting down", code=protocol.SHUTTING_DOWN)
         params = self.policy.confine(msg.params)

@@ -111,8 +111,6 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> Message:
         for key, value in options.items():
             field_name, kind = OPTIONS[key]
             params[field_name] = _convert(key, value, kind)
-        from engine.request import request_from_mapping
-        request_from_mapping(params)
         return Message(type="render", id=mid, params=params, timeout_s=timeout, token=token)
     if name in ("cancel", "status", "wait"):
         if len(positional) != 1 or not isinstance(positional[0], str):

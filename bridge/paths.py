@@ -91,7 +91,11 @@ class PathPolicy:
         return target
 
     def confine(self, params: dict) -> dict:
-        """Render params with every path field resolved and checked (PCM entries pass through)."""
+        """Render params with every path field resolved and checked (PCM entries pass through).
+
+        Presets are accepted by name only: they come from the daemon's preset folders, which the
+        daemon's owner controls, so the reference audio they name is trusted.
+        """
         out = dict(params)
         audio = out.get("audio")
         if isinstance(audio, str):
@@ -102,5 +106,11 @@ class PathPolicy:
             out["reference"] = self.input(out["reference"], "reference path")
         if out.get("output") is not None:
             out["output"] = self.output(out["output"])
+        preset = out.get("preset")
+        if isinstance(preset, str) and (preset.endswith(".toml") or "/" in preset or os.sep in preset
+                                        or "\\" in preset):
+            # a preset file names its own reference audio, which would bypass the checks above
+            raise PathNotAllowed(f"presets are given by name over the bridge (see `segue presets list`), "
+                                 f"not as a file: {preset!r:.200}")
         return out
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from engine.errors import InvalidRequest, SegueError
-from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest, request_from_mapping
+from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"   # ROUTER, requests
@@ -178,9 +178,9 @@ def _attach_frames(value: Any, pcm: Sequence[PCMAudio], used: set[int]) -> Any:
 def decode_message(frames: Sequence[bytes], limits: Limits = Limits()) -> Message:
     """Decode a ZeroMQ request body (header frame + PCM frames) into a `Message`.
 
-    Render params are validated into a `RenderRequest` here so a bad request is
-    refused before it is queued; path confinement is applied later by the daemon
-    (`bridge.paths`), the same way for both front ends.
+    This checks the message's shape only. Its render params are validated by
+    `JobManager.submit`, for both front ends alike: paths confined first, then
+    `engine.request.request_from_mapping` (which may read a preset).
     """
     if not frames:
         raise ProtocolError("empty message: expected a JSON header frame")
@@ -228,7 +228,6 @@ def decode_message(frames: Sequence[bytes], limits: Limits = Limits()) -> Messag
     timeout = header.get("timeout_s")
     if timeout is not None:
         timeout = _number("timeout_s", timeout, lo=0.001, hi=limits.max_timeout_s)
-    request_from_mapping(params)  # refuse now, with the engine's own messages
     return Message(type="render", id=mid, version=header["v"], params=params, timeout_s=timeout, token=token)
 
 
