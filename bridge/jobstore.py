@@ -195,6 +195,8 @@ class JobStore:
 
     def list(self, *, limit: int = 100, states: Iterable[str] = STATES) -> list[Job]:
         states = [s for s in states if s in STATES]
+        if not states:
+            return []
         marks = ",".join("?" * len(states))
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?",

@@ -30,6 +30,8 @@ def test_a_job_is_on_disk_once_add_returns_and_survives_reopening(tmp_path):
     job = again.get("j1")
     assert (job.state, job.params["seed"], job.timeout_s, job.received_at) == ("queued", 3, 9.0, 100.0)
     assert again.queued_ids() == ["j1"]
+    assert [j.id for j in again.list(states=["queued"])] == ["j1"]
+    assert again.list(states=[]) == [] and again.list(states=["nonsense"]) == []
     job2, _ = again.add("j2", params(), origin={}, timeout_s=None, received_at=101.0)
     assert job2.seq == 2  # numbering continues after a restart, so queue order is kept
 
