@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 from engine.errors import ModelNotFound  # noqa: E402
 from engine.guidance import Guidance, LossTerm, masked_l1  # noqa: E402
 from engine.models.base import load_model  # noqa: E402
-from engine.models.random_init import SA3_TINY, build_stable_audio3_components, save_stable_audio3_folder  # noqa: E402
+from engine.models.random_init import SA3_TINY, save_stable_audio3_folder  # noqa: E402
 from engine.models.stable_audio3 import load_stable_audio3, logsnr_sigmas, sample_pingpong  # noqa: E402
 from engine.samplers import DataConsistency, sample_ddim  # noqa: E402
 
@@ -44,13 +44,14 @@ def model(folder):
     return load_stable_audio3(folder, max_text_tokens=TOKENS)
 
 
-def _pipe(cls, stochastic: bool = False):
-    comps = build_stable_audio3_components(SA3_TINY, seed=0)
+def _pipe(cls, folder: str, stochastic: bool = False):
+    """The diffusers pipeline, loaded from the same saved folder as our backend."""
+    extra = {}
     if stochastic:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        comps["scheduler"] = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, stochastic_sampling=True)
-    pipe = cls(text_encoder=None, tokenizer=None, **comps)
+        extra["scheduler"] = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, stochastic_sampling=True)
+    pipe = cls.from_pretrained(folder, text_encoder=None, tokenizer=None, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -70,7 +71,7 @@ def _start(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("cfg", [1.0, 4.0])
-def test_ddim_over_the_flow_wrapper_equals_stable_audio3_pipeline(model, cfg) -> None:
+def test_ddim_over_the_flow_wrapper_equals_stable_audio3_pipeline(folder, model, cfg) -> None:
     from diffusers import StableAudio3Pipeline
 
     from engine.models.stable_audio3 import Sa3Cond
@@ -81,7 +82,7 @@ def test_ddim_over_the_flow_wrapper_equals_stable_audio3_pipeline(model, cfg) ->
     text = torch.randn(1, TOKENS, SA3_TINY.cond_token_dim, generator=torch.Generator().manual_seed(8))
     inputs = _no_text(cfg)
     inputs.update(prompt_embeds=text, encoder_attention_mask=torch.ones(1, TOKENS, dtype=torch.long))
-    ref = _pipe(StableAudio3Pipeline)(duration=duration, num_inference_steps=8, guidance_scale=cfg,
+    ref = _pipe(StableAudio3Pipeline, folder)(duration=duration, num_inference_steps=8, guidance_scale=cfg,
                                       latents=noise.clone(), output_type="latent", **inputs).audios
     base = model.denoiser.make_cond(None, duration_s=duration, cfg_scale=cfg)
     cond = Sa3Cond(text=text, text_mask=torch.ones(1, TOKENS, dtype=torch.long), duration=base.duration,
@@ -97,12 +98,12 @@ def test_ddim_over_the_flow_wrapper_equals_stable_audio3_pipeline(model, cfg) ->
         assert float((plain - ref).abs().max()) > 1e-3
 
 
-def test_pingpong_equals_the_stochastic_scheduler(model) -> None:
+def test_pingpong_equals_the_stochastic_scheduler(folder, model) -> None:
     from diffusers import StableAudio3Pipeline
 
     duration = FRAMES * model.hop / 44100
     noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(6))
-    ref = _pipe(StableAudio3Pipeline, stochastic=True)(
+    ref = _pipe(StableAudio3Pipeline, folder, stochastic=True)(
         duration=duration, num_inference_steps=6, latents=noise.clone(), output_type="latent",
         generator=torch.Generator().manual_seed(9), **_no_text(1.0)).audios
     sigmas = logsnr_sigmas(6)
@@ -125,7 +126,7 @@ def test_native_inpaint_equals_stable_audio3_inpaint_pipeline(folder, tmp_path) 
     mask[..., 4:8] = 0
     noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(2))
     duration = FRAMES * hop / 44100
-    ref = _pipe(StableAudio3InpaintPipeline)(duration=duration, audio=audio, mask=mask, num_inference_steps=8,
+    ref = _pipe(StableAudio3InpaintPipeline, inpaint_dir)(duration=duration, audio=audio, mask=mask, num_inference_steps=8,
                                              latents=noise.clone(), output_type="latent", **_no_text(1.0)).audios
     with torch.no_grad():
         known = m.encode(audio)

@@ -170,14 +170,13 @@ def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: i
 
 def save_stable_audio3_folder(path: str, size: StableAudio3Size = SA3_TINY, *, seed: int = 0,
                               inpaint: bool = False) -> dict[str, Any]:
-    """Write the components in diffusers layout (no text encoder); returns them.
+    """Write a diffusers pipeline folder without a text encoder (as `save_pretrained` does); returns the parts.
 
-    `inpaint` labels the folder as the inpainting checkpoint (`StableAudio3InpaintPipeline`).
+    `inpaint` saves it as a `StableAudio3InpaintPipeline` (the trained-inpainting checkpoint's layout).
     """
+    from diffusers import StableAudio3InpaintPipeline, StableAudio3Pipeline
+
     comps = build_stable_audio3_components(size, seed=seed)
-    os.makedirs(path, exist_ok=True)
-    for name, module in comps.items():
-        module.save_pretrained(os.path.join(path, name))
-    with open(os.path.join(path, "model_index.json"), "w") as f:
-        json.dump({"_class_name": "StableAudio3InpaintPipeline" if inpaint else "StableAudio3Pipeline"}, f)
+    cls = StableAudio3InpaintPipeline if inpaint else StableAudio3Pipeline
+    cls(text_encoder=None, tokenizer=None, **comps).save_pretrained(path, safe_serialization=True)
     return comps
