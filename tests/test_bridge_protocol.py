@@ -20,6 +20,7 @@ from bridge import protocol
 from bridge.daemon import JobManager
 from bridge.osc_server import OscServer, build, decode_osc, reply_target
 from bridge.paths import PathPolicy
+from bridge.zmq_server import ZmqServer
 from bridge.protocol import Limits, decode_message
 from engine.errors import SegueError
 from engine.request import PCMAudio, RenderRequest, request_from_mapping
@@ -275,6 +276,7 @@ def test_fuzz_osc_datagrams_always_get_an_answer(osc_server, data):
     assert time.monotonic() - t0 < 1.0  # a future time tag never delays handling
     assert osc_server.sent, "every datagram gets at least one reply"
     assert all(t == ("127.0.0.1", 9) for t, _, _ in osc_server.sent)
+    assert not [a for _, addr, a in osc_server.sent if addr == "/segue/error" and a[1] == "internal"]
 
 
 @FUZZ
@@ -327,3 +329,43 @@ def test_presets_are_named_not_given_as_files_over_the_bridge(tmp_path):
         with pytest.raises(SegueError) as e:
             policy.confine({**base, "preset": preset})
         assert e.value.code == "path_not_allowed", preset
+
+
+class RecordingZmqServer(ZmqServer):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.sent: list[dict] = []
+
+    def _send(self, envelope, obj):
+        protocol.encode(obj)  # the reply must be encodable
+        self.sent.append(obj)
+
+
+@pytest.fixture(scope="module")
+def zmq_server(osc_server):
+    import zmq
+    ctx = zmq.Context()
+    server = RecordingZmqServer(osc_server.manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*",
+                                context=ctx)
+    yield server
+    server.close()
+    ctx.term()
+
+
+@FUZZ
+@given(mtype=st.sampled_from(protocol.REQUEST_TYPES), mid=st.one_of(st.none(), st.just("j1"), st.text(max_size=8)),
+       args=st.dictionaries(st.sampled_from(["timeout_s", "limit", "states", "model", "x"]),
+                            json_values | st.just(["queued"]) | st.just(5), max_size=3),
+       params=params_strategy, envelope=st.sampled_from([[b"peer"], [b"peer", b""]]))
+@example(mtype="jobs", mid=None, args={"states": []}, params={}, envelope=[b"peer"])
+def test_fuzz_every_zmq_request_gets_one_answer_and_never_an_internal_error(zmq_server, mtype, mid, args, params,
+                                                                              envelope):
+    header = {"v": 1, "type": mtype, "args": args, "params": params}
+    if mid is not None:
+        header["id"] = mid
+    zmq_server.sent.clear()
+    waiting = sum(len(w) for w in zmq_server._waiters.values())
+    zmq_server._handle(envelope + [json.dumps(header).encode()], time.time())
+    answered = len(zmq_server.sent) + sum(len(w) for w in zmq_server._waiters.values()) - waiting
+    assert answered == 1  # a reply now, or (wait on a live job) one reply later
+    assert not [r for r in zmq_server.sent if r["type"] == "error" and r["error"]["code"] == "internal"]
