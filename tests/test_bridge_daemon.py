@@ -267,6 +267,33 @@ def test_osc_render_replies_to_the_named_port_with_progress_and_done(daemon):
     assert done[0][2] == pytest.approx(0.0) and done[0][3] == pytest.approx(2.0, abs=1e-3)
 
 
+def test_osc_status_cancel_and_health(daemon):
+    listener = OscListener()
+    reply = f"reply_port={listener.port}"
+    send = lambda *m: listener.sock.sendto(build(*m), daemon.osc.address)  # noqa: E731
+    try:
+        send("/segue/infill", clip(daemon), 0.8, 1.2, "model=analytic", "steps=200", f"seed={SLOW_SEED}",
+             "id=osc-cancel", reply)
+        got = listener.collect(lambda m: any(a == "/segue/progress" for a, _ in m))
+        send("/segue/status", "osc-cancel", reply)
+        send("/segue/cancel", "osc-cancel", reply)
+        got += listener.collect(lambda m: final_count(m, "osc-cancel") > 0)
+        send("/segue/status", "osc-cancel", reply)
+        send("/segue/health", reply)
+        send("/segue/status", "no-such-job", reply)
+        got += listener.collect(lambda m: len([a for a, _ in m if a in ("/segue/health", "/segue/error")]) >= 3)
+    finally:
+        listener.close()
+    statuses = [p for a, p in got if a == "/segue/status"]
+    assert statuses[0] == ["osc-cancel", "running"] and statuses[-1] == ["osc-cancel", "cancelled"]
+    errors = [p for a, p in got if a == "/segue/error"]
+    assert ["osc-cancel", "cancelled"] in [e[:2] for e in errors]   # the job's one final answer ...
+    assert sum(1 for e in errors if e[0] == "osc-cancel") == 2      # ... repeated once for the last status query
+    assert ["no-such-job", "unknown_job"] in [e[:2] for e in errors]
+    health = [p for a, p in got if a == "/segue/health"][0]
+    assert health[0] == "0.1.0" and health[1] == "cpu" and isinstance(health[2], int)
+
+
 def test_osc_errors_name_the_code(daemon):
     listener = OscListener()
     try:
