@@ -190,3 +190,26 @@ def test_native_infill_helper_runs_on_a_window(tmp_path, model) -> None:
     assert out.shape == (2, 10000) and np.isfinite(out).all()
     with pytest.raises(ValueError, match="inpainting checkpoint"):
         native_infill(model, window, (3000, 6000), steps=3)
+
+
+def test_text_prompt_and_cfg_match_the_pipeline(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from diffusers import StableAudio3Pipeline
+
+    path = str(tmp_path / "sa3-text")
+    save_stable_audio3_folder(path, SA3_TINY, seed=0, text_encoder=True)
+    m = load_stable_audio3(path)
+    assert m.info["text"] is True and m.denoiser.max_text_tokens == 6
+    duration = FRAMES * m.hop / 44100
+    noise = torch.randn(1, SA3_TINY.latent_dim, FRAMES, generator=torch.Generator().manual_seed(5))
+    pipe = StableAudio3Pipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe("calm piano", duration=duration, num_inference_steps=6, guidance_scale=3.0, latents=noise.clone(),
+               output_type="latent").audios
+    sigmas = logsnr_sigmas(6)
+    ours = sample_ddim(m.denoiser, _start(noise, sigmas), sigmas,
+                       cond=m.denoiser.conditioning("calm piano", duration_s=duration, cfg_scale=3.0))
+    assert float((ours - ref).abs().max()) < 1e-4
+    other = sample_ddim(m.denoiser, _start(noise, sigmas), sigmas,
+                        cond=m.denoiser.conditioning("dark techno", duration_s=duration, cfg_scale=3.0))
+    assert float((other - ref).abs().max()) > 1e-3

@@ -141,7 +141,8 @@ SA3_SMALL = StableAudio3Size(embed_dim=1024, depth=16, heads=16, latent_dim=256,
                              vae_depth=6, vae_head_dim=64)
 
 
-def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: int = 0) -> dict[str, Any]:
+def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: int = 0,
+                                   text_encoder: bool = False, max_tokens: int = 6) -> dict[str, Any]:
     """transformer, vae, duration_embedder, scheduler with random weights (zero-initialised
     projections are re-drawn so the tiny networks' outputs actually depend on their inputs)."""
     import torch
@@ -165,18 +166,30 @@ def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: i
     comps = {"transformer": dit.eval(), "vae": vae.eval(),
              "duration_embedder": StableAudio3DurationEmbedder(output_dim=s.global_cond_dim, fourier_dim=16).eval(),
              "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)}
+    if text_encoder:
+        from transformers import T5GemmaConfig, T5GemmaEncoderModel
+        from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+        enc = T5GemmaModuleConfig(vocab_size=64, hidden_size=s.cond_token_dim, intermediate_size=2 * s.cond_token_dim,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=s.cond_token_dim // 2).to_dict()
+        comps["text_encoder"] = T5GemmaEncoderModel(T5GemmaConfig(encoder=enc, decoder=enc, vocab_size=64,
+                                                                  is_encoder_decoder=False)).eval()
+        comps["tokenizer"] = word_tokenizer(max_tokens)
     return comps
 
 
 def save_stable_audio3_folder(path: str, size: StableAudio3Size = SA3_TINY, *, seed: int = 0,
-                              inpaint: bool = False) -> dict[str, Any]:
-    """Write a diffusers pipeline folder without a text encoder (as `save_pretrained` does); returns the parts.
+                              inpaint: bool = False, text_encoder: bool = False) -> dict[str, Any]:
+    """Write a diffusers pipeline folder (as `save_pretrained` does), with a tiny T5Gemma text encoder
+    and word tokenizer when `text_encoder`; returns the parts.
 
     `inpaint` saves it as a `StableAudio3InpaintPipeline` (the trained-inpainting checkpoint's layout).
     """
     from diffusers import StableAudio3InpaintPipeline, StableAudio3Pipeline
 
-    comps = build_stable_audio3_components(size, seed=seed)
+    comps = build_stable_audio3_components(size, seed=seed, text_encoder=text_encoder)
     cls = StableAudio3InpaintPipeline if inpaint else StableAudio3Pipeline
-    cls(text_encoder=None, tokenizer=None, **comps).save_pretrained(path, safe_serialization=True)
+    parts = dict(comps) if text_encoder else dict(comps, text_encoder=None, tokenizer=None)
+    cls(**parts).save_pretrained(path, safe_serialization=True)
     return comps

@@ -301,9 +301,9 @@ def load_stable_audio3(folder: str, *, device: str | torch.device = "cpu", dtype
         loaded["duration_embedder"] = diffusers.StableAudio3DurationEmbedder.from_pretrained(
             os.path.join(folder, "duration_embedder"))
         if parts["text"]:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoTokenizer, T5GemmaEncoderModel  # AutoModel would pick the enc-dec class
 
-            loaded["text_encoder"] = AutoModel.from_pretrained(os.path.join(folder, "text_encoder"))
+            loaded["text_encoder"] = T5GemmaEncoderModel.from_pretrained(os.path.join(folder, "text_encoder"))
             loaded["tokenizer"] = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelNotFound(f"cannot load Stable Audio 3 weights from {folder!r}: {exc}") from exc
