@@ -1,0 +1,110 @@
+"""Ableton Live script against a STAND-IN of AbletonOSC (Live cannot run here), with real renders."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abletonosc_standin import Clip, LiveSet, StandInAbletonOSC
+from daw_support import DAW_SCRIPTS, ServeProcess, music, read_wav, write_wav
+
+sys.path.insert(0, str(DAW_SCRIPTS / "ableton"))
+import segue_live  # noqa: E402
+
+RATE = 44100
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def env(serve, monkeypatch):
+    for k in ("SEGUE_ENDPOINT", "SEGUE_CLIENT", "PYTHONPATH"):
+        monkeypatch.setenv(k, serve.env[k])
+
+
+@pytest.fixture
+def song(tmp_path) -> tuple[str, np.ndarray]:
+    audio = music(7.0, RATE, seed=9)
+    return str(write_wav(tmp_path / "loop.wav", audio, RATE)), audio
+
+
+def run(live: LiveSet, *args: str, capsys) -> tuple[int, dict, str]:
+    reply_port = free_udp_port()
+    standin = StandInAbletonOSC(live, reply_port)
+    try:
+        code = segue_live.main([*args, "--port", str(standin.port), "--reply-port", str(reply_port)])
+    finally:
+        standin.stop()
+    out = capsys.readouterr()
+    return code, (json.loads(out.out) if out.out.strip() else {}), out.err
+
+
+def test_infill_inside_the_clip_becomes_a_new_clip_in_the_next_free_slot(env, song, capsys):
+    path, audio = song
+    live = LiveSet(clips={(1, 0): Clip(path, 0.5, 6.5, name="loop"), (1, 1): Clip(path, 0, 7)},
+                   selected=(1, 0))
+    code, out, err = run(live, "infill", "--start", "1.5", "--end", "3.0", "--model", "analytic",
+                         "--steps", "8", capsys=capsys)
+    assert code == 0, err
+    # times are seconds in the clip's file: start marker 0.5 + 1.5 = 2.0, + 3.0 = 3.5
+    assert out["args"][1:] == ["--start", "2.000000", "--end", "3.500000", "--span", "full"]
+    assert out["placed_scene"] == 2                    # scene 1 is taken
+    placed = live.clips[(1, 2)]
+    assert placed.file_path == out["path"] and placed.name == "Segue infill loop"
+    rendered, rate = read_wav(out["path"])
+    assert rate == RATE and rendered.shape == audio.shape   # the whole file, edited in place
+    keep = np.r_[0:int(1.9 * RATE), int(3.6 * RATE):audio.shape[1]]
+    np.testing.assert_allclose(rendered[:, keep], audio[:, keep], atol=1e-4)
+    gap = slice(int(2.1 * RATE), int(3.4 * RATE))
+    assert np.abs(rendered[:, gap] - audio[:, gap]).max() > 0.05   # the selection really changed
+
+
+def test_without_create_audio_clip_the_file_is_reported_for_dragging(env, song, capsys):
+    path, _ = song
+    live = LiveSet(clips={(0, 0): Clip(path, 0.0, 7.0)}, create_audio_clip=False)
+    code, out, err = run(live, "continue", "--duration", "1.0", "--model", "analytic", "--steps", "4",
+                         capsys=capsys)
+    assert code == 0, err
+    assert out["placed_scene"] is None
+    assert f"drag {out['path']} into Live" in err
+    assert out["args"][1:] == ["--start", "7.000000", "--duration", "1.000000", "--span", "full"]
+    assert read_wav(out["path"])[0].shape[1] == 8 * RATE     # clip + continuation
+    assert set(live.clips) == {(0, 0)}
+
+
+@pytest.mark.parametrize("clip, args, message", [
+    (Clip("x.wav", 0.0, 4.0, warping=True), ["style", "--preset", "lofi-warm"], "the clip is warped"),
+    (Clip("x.wav", 0.0, 4.0, is_audio_clip=False), ["style", "--preset", "lofi-warm"], "is a MIDI clip"),
+    (Clip("x.wav", 0.0, 4.0), ["infill"], "infill needs --start and --end"),
+    (Clip("x.wav", 1.0, 4.0), ["regenerate", "--start", "2.5", "--end", "3.5"], "outside the clip's markers"),
+])
+def test_clips_the_live_api_cannot_describe_are_refused(clip, args, message, capsys):
+    code, out, err = run(LiveSet(clips={(0, 0): clip}), *args, capsys=capsys)
+    assert code == 1 and message in err
+
+
+def test_no_answer_from_live_is_a_clear_error(capsys):
+    port = free_udp_port()
+    live = segue_live.AbletonOSC(port=free_udp_port(), reply_port=port, timeout_s=0.5)
+    try:
+        with pytest.raises(segue_live.LiveError, match="is Live running with the AbletonOSC control surface"):
+            segue_live.selected_clip(live)
+    finally:
+        live.close()
