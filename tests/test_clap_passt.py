@@ -140,3 +140,49 @@ def test_clap_embedder_from_a_local_folder(tmp_path) -> None:
     assert float(x.grad.abs().max()) > 0
     with pytest.raises(ModelNotFound, match="no config.json"):
         load_embedder(f"clap:{tmp_path / 'nothing'}")
+
+
+def _as_laion(sd: dict) -> dict:
+    """transformers' audio-tower keys written back in LAION-CLAP's naming (the file layout users have)."""
+    out = {}
+    for k, v in sd.items():
+        if ".attention.self.key." in k or ".attention.self.value." in k:
+            continue
+        n = k.replace("audio_model.audio_encoder", "audio_branch")
+        n = (n.replace("attention.output.dense", "attn.proj").replace("attention.self.", "attn.")
+             .replace("intermediate.dense", "mlp.fc1").replace("output.dense", "mlp.fc2")
+             .replace("layernorm_before", "norm1").replace("layernorm_after", "norm2").replace("batch_norm", "bn0")
+             .replace("audio_projection.linear1", "audio_projection.0")
+             .replace("audio_projection.linear2", "audio_projection.2"))
+        if ".attn.query." in n:
+            n = n.replace("query", "qkv")
+            v = torch.cat([v, sd[k.replace("query", "key")], sd[k.replace("query", "value")]])
+        out["module." + n] = v
+    out["module.audio_branch.spectrogram_extractor.stft.conv_real.weight"] = torch.zeros(3, 1, 4)
+    out["module.audio_branch.head.weight"] = torch.zeros(5, 64)
+    out["module.audio_branch.layers.0.blocks.0.attn_mask"] = torch.zeros(4, 4)
+    out["module.text_branch.embeddings.word_embeddings.weight"] = torch.zeros(3, 4)
+    return {"state_dict": out, "epoch": 45}
+
+
+def test_clap_from_an_original_laion_checkpoint_file(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from transformers import ClapAudioConfig, ClapAudioModelWithProjection
+
+    from engine.embedders.clap import ClapEmbedder
+
+    torch.manual_seed(0)
+    cfg = ClapAudioConfig(depths=[1, 1, 2, 1], num_attention_heads=[1, 2, 1, 1], patch_embeds_hidden_size=8,
+                          hidden_size=64, projection_dim=16, projection_hidden_size=24)
+    ref = ClapAudioModelWithProjection(cfg).eval()
+    torch.save(_as_laion(ref.state_dict()), tmp_path / "630k-tiny.pt")
+    emb = load_embedder(f"clap:{tmp_path / '630k-tiny.pt'}")
+    got = emb.model.config
+    assert (list(got.depths), list(got.num_attention_heads), got.hidden_size, got.projection_dim) == \
+        ([1, 1, 2, 1], [1, 2, 1, 1], 64, 16)
+    x = 0.1 * torch.randn(1, 2, SR // 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(emb(x), ClapEmbedder(ref)(x), atol=1e-6)
+    torch.save({"state_dict": {"module.audio_branch.norm.weight": torch.ones(4)}}, tmp_path / "bad.pt")
+    with pytest.raises(ModelNotFound, match="not a LAION-CLAP audio checkpoint"):
+        load_embedder(f"clap:{tmp_path / 'bad.pt'}")

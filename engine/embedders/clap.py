@@ -1,8 +1,12 @@
 """LAION-CLAP (HTSAT audio tower) as a style embedder, through transformers' `ClapAudioModelWithProjection`.
 
-Weights come from a local folder the user provides, in Hugging Face layout (e.g. a copy of
-`laion/clap-htsat-unfused`: `config.json` + `model.safetensors`, the full `ClapModel` or
-just the audio tower). Nothing is downloaded.
+Weights come from a local path the user provides: a folder in Hugging Face layout (e.g. a
+copy of `laion/clap-htsat-unfused`: `config.json` + `model.safetensors`, the full
+`ClapModel` or just the audio tower), or an original LAION-CLAP checkpoint file
+(`630k-audioset-best.pt` style), whose audio branch is renamed to transformers' modules
+(the renaming of transformers' conversion script; the architecture is read from the
+tensor shapes). Nothing is downloaded. The LAION-file path is tested on a synthetic
+checkpoint only: no real LAION file was available here.
 
 transformers' `ClapFeatureExtractor` is numpy, so it cannot pass a gradient; the log-mel
 frontend is re-done here in torch with the same numbers (48 kHz, 1024-point Hann STFT,
@@ -15,7 +19,9 @@ The embedding is L2-normalised: CLAP's space is compared by cosine.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -90,8 +96,10 @@ class ClapEmbedder(torch.nn.Module):
 
 
 def load_clap(path: str, *, sample_rate: int = 44100) -> ClapEmbedder:
-    """Build the embedder from a local Hugging Face CLAP folder; a missing or unusable folder is ModelNotFound."""
+    """Build the embedder from a local HF CLAP folder or LAION-CLAP file; anything unusable is ModelNotFound."""
     path = os.path.expanduser(path)
+    if os.path.isfile(path):
+        return ClapEmbedder(load_laion_checkpoint(path), sample_rate=sample_rate)
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
         raise ModelNotFound(f"CLAP weights not found: {path!r} has no config.json; {HOW_TO}")
     try:
@@ -114,3 +122,88 @@ def _mel_scale(path: str) -> str:
     except (OSError, ValueError):
         return "slaney"
     return "htk" if cfg.get("truncation") == "fusion" else "slaney"
+
+
+# --- original LAION-CLAP checkpoints --------------------------------------------------------
+_LAION_RENAMES = (("audio_branch", "audio_model.audio_encoder"), ("attn", "attention.self"),
+                  ("self.proj", "output.dense"), ("attention.self_mask", "attn_mask"),
+                  ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"),
+                  ("norm2", "layernorm_after"), ("bn0", "batch_norm"))
+# parts of the LAION audio branch that transformers' audio tower does not have (its own STFT/mel
+# layers, which our torch frontend replaces, and the unused AudioSet classification head)
+_LAION_UNUSED = ("spectrogram_extractor.", "logmel_extractor.", "tscam_conv.", "head.")
+
+
+def convert_laion_audio(sd: dict) -> dict:
+    """LAION-CLAP state dict -> `ClapAudioModelWithProjection` keys (audio branch and projection only)."""
+    if isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    out = {}
+    for key, value in sd.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if not (key.startswith("audio_branch.") or key.startswith("audio_projection.")):
+            continue
+        if any(key.startswith("audio_branch." + u) for u in _LAION_UNUSED):
+            continue
+        for old, new in _LAION_RENAMES:
+            key = key.replace(old, new)
+        m = re.match(r"audio_projection\.(\d+)\.(.*)", key)
+        if m:
+            key = f"audio_projection.linear{1 if m.group(1) == '0' else 2}.{m.group(2)}"
+        if ".qkv." in key:
+            for name, part in zip(("query", "key", "value"), torch.chunk(value, 3, dim=0)):
+                out[key.replace("qkv", name)] = part
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_audio_state(sd: dict):
+    """The `ClapAudioConfig` whose shapes fit these tensors (depths, heads, widths, window, fusion)."""
+    from transformers import ClapAudioConfig
+
+    enc = "audio_model.audio_encoder."
+    depths, heads = [], []
+    i = 0
+    while any(k.startswith(f"{enc}layers.{i}.") for k in sd):
+        blocks = {m.group(1) for k in sd if (m := re.match(rf"{re.escape(enc)}layers\.{i}\.blocks\.(\d+)\.", k))}
+        depths.append(len(blocks))
+        heads.append(int(sd[f"{enc}layers.{i}.blocks.0.attention.self.relative_position_bias_table"].shape[1]))
+        i += 1
+    table = sd[f"{enc}layers.0.blocks.0.attention.self.relative_position_bias_table"].shape[0]
+    return ClapAudioConfig(
+        depths=depths, num_attention_heads=heads, window_size=(int(round(math.sqrt(table))) + 1) // 2,
+        patch_embeds_hidden_size=int(sd[f"{enc}patch_embed.proj.weight"].shape[0]),
+        hidden_size=int(sd[f"{enc}norm.weight"].shape[0]), num_mel_bins=int(sd[f"{enc}batch_norm.weight"].shape[0]),
+        projection_hidden_size=int(sd["audio_projection.linear1.weight"].shape[0]),
+        projection_dim=int(sd["audio_projection.linear2.weight"].shape[0]),
+        enable_fusion=any("fusion" in k for k in sd))
+
+
+def load_laion_checkpoint(path: str) -> torch.nn.Module:
+    try:
+        from transformers import ClapAudioModelWithProjection
+    except ImportError as exc:
+        raise ModelNotFound("the CLAP embedder needs transformers: pip install transformers") from exc
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            raw = load_file(path)
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, foreign, or a pickle with code in it
+        raise ModelNotFound(f"cannot read CLAP checkpoint {path!r} (tensors only are accepted): {exc}") from exc
+    sd = convert_laion_audio(raw)
+    try:
+        model = ClapAudioModelWithProjection(config_from_audio_state(sd))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ModelNotFound(f"{path!r} is not a LAION-CLAP audio checkpoint (missing {exc})") from exc
+    result = model.load_state_dict(sd, strict=False)
+    # index and mask buffers are recomputed by the model from its configuration
+    missing = [k for k in result.missing_keys if not k.endswith("relative_position_index")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("attn_mask")]
+    if missing or unexpected:
+        raise ModelNotFound(f"{path!r} does not fit the CLAP audio tower: missing {missing[:5]}, "
+                            f"unexpected {unexpected[:5]}")
+    return model
