@@ -88,6 +88,7 @@ class DSPConfig:
 
 
 GROUPS = ("mel_mean", "mel_std", "contrast", "texture", "chroma")
+_CALIBRATION: dict[DSPConfig, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 class DSPEmbedder(torch.nn.Module):
@@ -180,7 +181,18 @@ class DSPEmbedder(torch.nn.Module):
     # --- per-group normalisation -------------------------------------------------------
     @torch.no_grad()
     def _calibrate(self) -> None:
-        """Set offset/scale so each group has unit mean squared deviation over the calibration set."""
+        """Set offset/scale so each group has unit mean squared deviation over the calibration set.
+
+        The constants depend only on the config, so they are computed once per process.
+        """
+        cached = _CALIBRATION.get(self.config)
+        if cached is None:
+            cached = self._measure_calibration()
+            _CALIBRATION[self.config] = cached
+        self.offset.copy_(cached[0])
+        self.scale.copy_(cached[1])
+
+    def _measure_calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
         audio = calibration_set(self.sample_rate)
         raw = torch.cat([v for v in (self.features(audio)[g] for g in GROUPS)], dim=1)
         offset = raw.mean(dim=0)
@@ -189,8 +201,7 @@ class DSPEmbedder(torch.nn.Module):
         for sl in self.slices.values():
             rms = float(spread[:, sl].pow(2).sum(dim=1).mean().sqrt())
             scale[sl] = max(rms, 1e-6)
-        self.offset.copy_(offset)
-        self.scale.copy_(scale)
+        return offset, scale
 
 
 def calibration_set(sample_rate: int, seconds: float = 1.0) -> torch.Tensor:
