@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from engine.errors import InvalidRequest, SegueError
+from engine.errors import SegueError
 from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest
 
 PROTOCOL_VERSION = 1

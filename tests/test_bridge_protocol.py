@@ -6,7 +6,6 @@ tests/fuzz_corpus/ (replayed by `test_the_fuzz_corpus_is_answered_without_crashi
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from pathlib import Path
