@@ -76,6 +76,20 @@ def test_a_failing_compiled_backward_falls_back_at_probe_time(monkeypatch) -> No
     setup = speed.optimise(model, device="cpu", dtype=torch.float32, probe_frames=8)
     assert setup.compiled is False and "backward replay failed" in setup.fallback_reason
     assert model.denoiser.transformer.forward == original      # eager again
+    assert setup.frame_multiple == 1                            # no shape bucketing without compilation
+
+
+def test_compiled_models_pad_windows_to_a_few_shapes(monkeypatch) -> None:
+    pytest.importorskip("diffusers")
+    import engine.models.speed as speed
+    from engine.models.random_init import TINY, build_stable_audio_components
+    from engine.models.stable_audio import model_from_components
+
+    comps = build_stable_audio_components(TINY, seed=0, text_encoder=False)
+    model = model_from_components(comps, dict(comps.pop("scheduler").config), name="tiny")
+    monkeypatch.setattr(speed.torch, "compile", lambda fn, **kw: fn)   # "compiles" to itself
+    setup = speed.optimise(model, device="cpu", dtype=torch.float32, probe_frames=8, frame_bucket=16)
+    assert setup.compiled and setup.frame_multiple == 16 and model.frame_multiple == 16
 
 
 class _Boom(torch.autograd.Function):

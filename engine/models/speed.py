@@ -28,6 +28,7 @@ class SpeedSetup:
     attention: list[str] = field(default_factory=list)
     compiled: bool = False
     fallback_reason: Optional[str] = None
+    frame_multiple: int = 1
 
 
 class EagerFallback:
@@ -61,12 +62,16 @@ def network_of(model: Model) -> torch.nn.Module:
 
 
 def optimise(model: Model, *, device: str | torch.device = "cuda", dtype: torch.dtype = torch.bfloat16,
-             cuda_graphs: bool = True, probe_frames: Optional[int] = None) -> SpeedSetup:
+             cuda_graphs: bool = True, probe_frames: Optional[int] = None, frame_bucket: int = 32) -> SpeedSetup:
     """Move the model to `device`, the network to `dtype`, and compile it with CUDA graphs (eager fallback).
 
     `probe_frames` runs one guided step (forward and backward) at that length right away,
     so a failure in the compiled *backward* (which the forward wrapper cannot catch) also
     falls back to eager here instead of in the middle of a render.
+
+    Compiled graphs are specialised to one shape, so window lengths are rounded up to a
+    multiple of `frame_bucket` latent frames (the denoiser's `frame_multiple`, which the
+    task code pads to): a daemon then compiles a handful of shapes, not one per request.
     """
     device = torch.device(device)
     net = network_of(model)
@@ -91,14 +96,18 @@ def optimise(model: Model, *, device: str | torch.device = "cuda", dtype: torch.
             eager = net.forward
             net.forward = EagerFallback(compiled, eager, setup)  # type: ignore[method-assign]
             setup.compiled = True
+            if frame_bucket > 1:
+                model.denoiser.frame_multiple = max(int(getattr(model.denoiser, "frame_multiple", 1)), frame_bucket)
             if probe_frames:
                 try:
                     _probe(model, probe_frames, device)
                 except Exception as exc:
                     net.forward = eager  # type: ignore[method-assign]
                     setup.compiled = False
+                    model.denoiser.frame_multiple = 1
                     setup.fallback_reason = f"{type(exc).__name__}: {exc}"[:300]
                     log.warning("compiled guided step failed, running eager: %s", setup.fallback_reason)
+    setup.frame_multiple = int(getattr(model.denoiser, "frame_multiple", 1))
     return setup
 
 
