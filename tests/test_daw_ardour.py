@@ -139,12 +139,16 @@ def test_infill_renders_through_the_bridge_and_lands_at_the_selection_in_the_exp
                                atol=2e-4)
 
     placed = segue_ardour_headless.run(str(session), "song", "infill", env=serve.env,
-                                       options={"model": "builtin", "steps": 8, "seed": 3, "timeout_s": 240})
+                                       options={"model": "builtin", "preset": "infill-fast", "steps": 8, "seed": 3,
+                                                "timeout_s": 240})
     assert placed["session_rate"] == RATE and placed["model_rate"] == 44100
     assert placed["regions"][0].startswith(f"src.1 position={2 * RATE} length={6 * RATE} start={RATE // 2} channels=2")
     # the request named the selection in the exported window: context of 4 s clamped to the region start
     assert "--start 2.000000 --end 3.500000" in placed["command"] and "--model 'builtin'" in placed["command"]
     assert abs(placed["offset_s"] - 2.0) < 1e-6 and abs(placed["duration_s"] - 1.5) < 1e-3
+    # the preset reached the engine, and the explicit --steps won over its 12
+    used = json.loads(Path(placed["path"]).with_suffix(".json").read_text())["request"]
+    assert (used["preset"], used["steps"], used["context_s"], used["seam_ms"]) == ("infill-fast", 8, 1.5, 30.0)
     assert (placed["track"], placed["placed_position"], placed["placed_length"]) == ("Segue", sel[0], sel[1] - sel[0])
 
     # one undo step named after the task, adding one region
@@ -177,3 +181,62 @@ def test_infill_renders_through_the_bridge_and_lands_at_the_selection_in_the_exp
     # best whole-sample lag is 0 or -1; a wrong start_s would be off by tens of samples or more.
     lag, corr = best_lag(before[0, a + 60:a + 260], added[0, a + 60:a + 260], max_lag=40)
     assert lag in (0, -1) and corr > 0.8, (lag, corr)
+
+
+def make_two_region_session(tmp: Path, sel: tuple[int, int]) -> Path:
+    """Track Source with region A at [0.5 s, 5.5 s) and region B at [4.5 s, 9.5 s) (B over A by 1 s)."""
+    write_wav(tmp / "a.wav", music(6.0, RATE, seed=1), RATE)
+    write_wav(tmp / "b.wav", music(6.0, RATE, seed=2), RATE)
+    session = tmp / "song"
+    lua(NEW_SESSION, str(session), "song", str(RATE), str(sel[0]), str(sel[1]), str(ARDOUR / "segue.lua"), tmp=tmp)
+    f = session / "song.ardour"
+    ardour_session.import_clip(f, str(tmp / "a.wav"), "a", track="Source", at=RATE // 2, start=0, length=5 * RATE)
+    ardour_session.import_clip(f, str(tmp / "b.wav"), "b", track="Source", at=int(4.5 * RATE), start=RATE // 2,
+                               length=5 * RATE)
+    return session
+
+
+def test_transition_between_overlapping_regions_is_placed_on_the_join(tmp_path, serve):
+    session = make_two_region_session(tmp_path, (int(4.0 * RATE), int(6.0 * RATE)))
+    placed = segue_ardour_headless.run(str(session), "song", "transition", env=serve.env,
+                                       options={"model": "analytic", "steps": 4, "timeout_s": 120})
+    # join in the middle of the overlap [4.5, 5.5) = 5.0 s; crossfade max(1 s, 2.5 s) centred on it
+    assert placed["placed_position"] == int(3.75 * RATE)
+    assert placed["placed_length"] == int(2.5 * RATE)
+    assert "--crossfade 2.500000" in placed["command"]
+    after = export(session, tmp_path / "after.wav")
+    clip, _ = read_wav(placed["path"])
+    expected = fft_resample(clip, 44100, RATE)
+    lag, corr = best_lag(expected[0, 2000:-2000], after[0, int(3.75 * RATE) + 2000:int(6.25 * RATE) - 2000] -
+                         export_without(session, tmp_path)[0, int(3.75 * RATE) + 2000:int(6.25 * RATE) - 2000],
+                         max_lag=10)
+    assert lag == 0 and corr > 0.99, (lag, corr)
+
+
+def export_without(session: Path, tmp: Path) -> np.ndarray:
+    """The mixdown with the Segue track muted: mute it in a copy of the session XML."""
+    import xml.etree.ElementTree as ET
+
+    copy = tmp / "muted"
+    shutil.copytree(session, copy)
+    tree = ET.parse(copy / "song.ardour")
+    for route in tree.getroot().iter("Route"):
+        if route.get("name") == "Segue":
+            for c in route.iter("Controllable"):
+                if c.get("name") == "mute":
+                    c.set("value", "1")
+            mm = route.find("MuteMaster")
+            if mm is not None:
+                mm.set("muted", "1")
+    tree.write(copy / "song.ardour", encoding="UTF-8", xml_declaration=True)
+    return export(copy, tmp / "muted.wav")
+
+
+def test_continue_is_placed_at_the_end_of_the_region(tmp_path, serve):
+    sel = (int(3.0 * RATE), int(4.0 * RATE))
+    session, _ = make_session(tmp_path, sel)      # region [2 s, 8 s)
+    placed = segue_ardour_headless.run(str(session), "song", "continue", env=serve.env,
+                                       options={"model": "analytic", "steps": 4, "duration_s": 1.0,
+                                                "timeout_s": 120})
+    assert (placed["placed_position"], placed["placed_length"]) == (8 * RATE, RATE)
+    assert "--duration 1.000000" in placed["command"]

@@ -328,7 +328,7 @@ end
 --- The newest region in the session's region list named `name` (what an import just created).
 function L.region_by_name (name)
 	local found = nil
-	for _, r in ARDOUR.RegionFactory.region_list ():iter () do
+	for _, r in ARDOUR.RegionFactory.regions ():iter () do
 		if r:name () == name and r:whole_file () then found = r end
 	end
 	return found

@@ -68,7 +68,7 @@ def run(session_dir: str, name: str, task: str, *, track: str = "Source", marker
     clip_name = f"segue-{task}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     session_file = Path(session_dir) / f"{name}.ardour"
     region_id = ardour_session.import_clip(session_file, result["path"], clip_name)
-    placed = _run_lua(["place", session_dir, name, region_id, str(result["position"]), out_track, task], timeout_s, env)
+    placed = _run_lua(["place", session_dir, name, clip_name, str(result["position"]), out_track, task], timeout_s, env)
     track_name, position, length = placed["SEGUE_PLACED"][-1].rsplit(" ", 2)
     result.update({"region_id": region_id, "clip_name": clip_name, "track": track_name,
                    "placed_position": int(position), "placed_length": int(length),

@@ -7,7 +7,7 @@
 --
 --   ardour7-lua segue_headless.lua render SESSION_DIR NAME TASK TRACK MARKER KEY=VALUE...
 --       prints "SEGUE_RESULT <json>" with the reply, the timeline position and the session rate
---   ardour7-lua segue_headless.lua place SESSION_DIR NAME REGION_ID POSITION TRACK LABEL
+--   ardour7-lua segue_headless.lua place SESSION_DIR NAME CLIP_NAME POSITION TRACK LABEL
 --       prints "SEGUE_PLACED <track> <position> <length>"
 
 local here = (debug.getinfo (1, "S").source:match ("^@(.*/)") or "./")
@@ -76,9 +76,10 @@ if mode == "render" then
 	                      json_string (reply.path), reply.offset_s, reply.duration_s, reply.sample_rate or 0,
 	                      rate, plan.origin, position, json_string (plan.req.audio[1])))
 elseif mode == "place" then
-	local region_id, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
-	local region = ARDOUR.RegionFactory.region_by_id (PBD.ID (region_id))
-	if region:isnil () then fail ("no region with id " .. region_id) end
+	local clip_name, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
+	-- found by name, as the editor action finds what do_import created
+	local region = L.region_by_name (clip_name)
+	if not region then fail ("no whole-file region named " .. clip_name) end
 	local nr, track = L.place (s, region, position, track_name, label)
 	print (string.format ("SEGUE_PLACED %s %d %d", track:name (), nr:position ():samples (), nr:length ():samples ()))
 	s:save_state ("", false, false, false, false, false)
