@@ -155,6 +155,13 @@ def test_sigterm_requeues_unfinished_work_and_a_job_killed_past_its_attempts_is_
     assert status["state"] == "failed" and status["attempts"] == 1
 
 
+def final_state(client: SegueClient, job_id: str, timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while (state := client.status(job_id)["state"]) in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
+
+
 def test_segue_client_cli_prints_the_path_or_the_error_code(root):
     d = DaemonProcess(root)
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -170,6 +177,17 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
                              capture_output=True, text=True, env=env, timeout=60)
         outside = subprocess.run(base + ["infill", "/etc/hostname", "--start", "0", "--end", "0.1"],
                                  capture_output=True, text=True, env=env, timeout=60)
+        slow = base + ["infill", clip, "--start", "0.8", "--end", "1.2", "--seed", str(SLOW_SEED), "--steps", "100"]
+        # Ctrl-C (what the DAW scripts send to stop a render) cancels the job and exits 130
+        interrupted = subprocess.Popen(slow + ["--id", "cli-int"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=env)
+        first_line = interrupted.stderr.readline()
+        interrupted.send_signal(signal.SIGINT)
+        _, int_err = interrupted.communicate(timeout=30)
+        int_state = final_state(d.client, "cli-int")
+        late = subprocess.run(slow + ["--id", "cli-late", "--timeout", "1.5"], capture_output=True, text=True,
+                              env=env, timeout=60)
+        late_state = final_state(d.client, "cli-late")
     finally:
         d.stop(signal.SIGTERM)
     gone = subprocess.run(base + ["infill", clip, "--start", "0.8", "--end", "1.2", "--timeout", "1"],
@@ -185,3 +203,7 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
     assert bad.returncode == 1 and "invalid_request" in bad.stderr
     assert outside.returncode == 1 and "path_not_allowed" in outside.stderr
     assert gone.returncode == 3 and "unreachable" in gone.stderr
+    assert "segue:" in first_line and interrupted.returncode == 130 and "cancelled" in int_err
+    assert int_state == "cancelled"
+    assert late.returncode == 3 and "error timeout" in late.stderr
+    assert late_state in ("cancelled", "failed")  # the client's cancel or the daemon's own time limit, first wins
