@@ -1,7 +1,7 @@
 """`segue serve`: run the engine daemon with its ZeroMQ and OSC front ends until SIGTERM.
 
-The lead's `engine/cli.py` adds this as a subcommand through `add_serve_arguments`
-and `serve_main`; until then, `python -m bridge.serve`.
+`engine/cli.py` adds this as a subcommand through `add_serve_arguments` and
+`serve_main`; `python -m bridge.serve` runs the same thing.
 """
 from __future__ import annotations
 
