@@ -59,10 +59,13 @@ class SegueClient:
     """A DEALER connection to the daemon's ROUTER, plus a SUB socket for progress while waiting."""
 
     def __init__(self, endpoint: str = protocol.DEFAULT_ENDPOINT, *, token: Optional[str] = None,
-                 reply_timeout_s: float = 5.0, context: Optional[zmq.Context] = None) -> None:
+                 reply_timeout_s: float = 5.0, reconnect_s: float = 60.0, wait_chunk_s: float = 10.0,
+                 context: Optional[zmq.Context] = None) -> None:
         self.endpoint = endpoint
         self.token = token
         self.reply_timeout_s = reply_timeout_s
+        self.reconnect_s = reconnect_s  # how long a wait keeps asking a daemon that stopped answering
+        self.wait_chunk_s = wait_chunk_s  # one long-poll `wait`; a silent daemon is noticed after this + reply_timeout_s
         self.ctx = context or zmq.Context.instance()
         self._sock: Optional[zmq.Socket] = None
         self._sub: Optional[zmq.Socket] = None
@@ -197,20 +200,24 @@ class SegueClient:
              on_progress: Optional[ProgressFn] = None) -> RenderResult:
         """Block until the job ends; raises `ClientError` with the job's error code if it failed."""
         deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+        lost_since: Optional[float] = None  # when the daemon stopped answering
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ClientError(f"job {job_id} did not finish within {timeout_s:g} s", code=protocol.TIMEOUT)
-            chunk = min(left, 10.0)
+            chunk = min(left, self.wait_chunk_s if lost_since is None else 1.0)
             frames = protocol.encode_request("wait", mid=job_id, token=self.token, timeout_s=chunk)
             try:
                 obj = self._check(self.call(frames, job_id, wait_s=chunk + self.reply_timeout_s,
                                             on_event=on_progress))
             except ClientError as e:
-                if e.code == UNREACHABLE and time.monotonic() < deadline:
-                    time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if e.code == UNREACHABLE and now < deadline and now - lost_since < self.reconnect_s:
+                    time.sleep(min(0.5, max(deadline - now, 0)))
                     continue  # the daemon may be restarting; the job is durable, ask again
                 raise
+            lost_since = None
             if obj.get("type") == "done":
                 r = obj.get("result") or {}
                 return RenderResult(id=job_id, path=str(r.get("path")), offset_s=float(r.get("offset_s", 0.0)),

@@ -385,3 +385,19 @@ def test_osc_needs_the_token_when_one_is_set_and_refuses_to_bind_beyond_loopback
             ("/segue/error", "unauthorized"), ("/segue/error", "unauthorized"), ("/segue/health", None)]
     finally:
         manager.close()
+
+
+def test_a_waiting_client_gives_up_on_a_daemon_that_never_comes_back():
+    from bridge.client import ClientError, SegueClient
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.close()  # an address where no daemon answers any more
+    client = SegueClient(f"tcp://127.0.0.1:{port}", reply_timeout_s=0.2, reconnect_s=1.0, wait_chunk_s=0.3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ClientError) as e:
+            client.wait("some-job")
+    finally:
+        client.close()
+    assert e.value.code == "unreachable"
+    assert 1.0 <= time.monotonic() - t0 < 5.0  # kept asking for reconnect_s, then stopped: no endless hang
