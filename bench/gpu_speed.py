@@ -138,7 +138,7 @@ def write_section(path: Path, text: str) -> None:
         new = old.rstrip("\n") + "\n\n" + text
     else:
         nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[nxt + 1:] if nxt >= 0 else "")
+        new = old[:start] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
     path.write_text(new)
 
 
