@@ -95,6 +95,7 @@ class StableAudioDenoiser(torch.nn.Module):
         self.max_text_tokens = int(getattr(tokenizer, "model_max_length", max_text_tokens) or max_text_tokens)
         self.rotary_dim = int(transformer.config.attention_head_dim) // 2
         self._rotary: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._default_conds: dict[tuple, StableAudioCond] = {}
 
     # --- conditioning -----------------------------------------------------------------
     @torch.no_grad()
@@ -134,8 +135,12 @@ class StableAudioDenoiser(torch.nn.Module):
         return projected * mask.unsqueeze(-1).to(projected.dtype)
 
     def default_cond(self, frames: int) -> StableAudioCond:
-        """No prompt; the seconds tokens say the window is `frames * hop` samples long."""
-        return self.make_cond(None, seconds_start=0.0, seconds_end=frames * self.hop / self.sample_rate)
+        """No prompt; the seconds tokens say the window is `frames * hop` samples long (cached per length)."""
+        key = (frames, str(next(self.projection_model.parameters()).device))
+        if key not in self._default_conds:
+            self._default_conds[key] = self.make_cond(None, seconds_start=0.0,
+                                                      seconds_end=frames * self.hop / self.sample_rate)
+        return self._default_conds[key]
 
     # --- the denoiser -------------------------------------------------------------------
     def rotary(self, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

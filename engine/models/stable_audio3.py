@@ -94,6 +94,7 @@ class StableAudio3Denoiser(torch.nn.Module):
         tok_max = getattr(tokenizer, "model_max_length", None) if tokenizer is not None else None
         self.max_text_tokens = min(int(tok_max), 256) if tok_max else int(max_text_tokens)
         self.native_inpaint = False  # set by the loader for the inpainting checkpoint
+        self._default_conds: dict[tuple, Sa3Cond] = {}
 
     @torch.no_grad()
     def make_cond(self, prompt: Optional[str] = None, *, duration_s: float = 10.0, cfg_scale: float = 1.0,
@@ -172,7 +173,10 @@ class StableAudio3Denoiser(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Optional[Sa3Cond] = None) -> torch.Tensor:
         if cond is None:
-            cond = self.make_cond(None, duration_s=x.shape[-1] * self.hop / self.sample_rate)
+            key = (x.shape[-1], str(x.device))
+            if key not in self._default_conds:
+                self._default_conds[key] = self.make_cond(None, duration_s=x.shape[-1] * self.hop / self.sample_rate)
+            cond = self._default_conds[key]
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
