@@ -135,11 +135,6 @@ class StableAudio3Size:
 
 
 SA3_TINY = StableAudio3Size()
-# Stable Audio 3 small-music shapes as documented by diffusers (SAME-S, 4096 hop, 256 latent channels).
-SA3_SMALL = StableAudio3Size(embed_dim=1024, depth=16, heads=16, latent_dim=256, cond_token_dim=768,
-                             global_cond_dim=768, memory_tokens=64, vae_patch=256, vae_channels=128, vae_stride=16,
-                             vae_depth=6, vae_head_dim=64)
-
 
 def build_stable_audio3_components(size: StableAudio3Size = SA3_TINY, *, seed: int = 0,
                                    text_encoder: bool = False, max_tokens: int = 6) -> dict[str, Any]:
