@@ -30,6 +30,8 @@ from .protocol import Limits, Message
 log = logging.getLogger("segue.daemon")
 
 RENDER_ENTRY = "engine.render:render"
+QUICK_DEATH_S = 10.0      # a worker dying this soon after it started is restarted with a growing delay
+MAX_RESTART_DELAY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class DaemonConfig:
     render_entry: str = RENDER_ENTRY  # "module:function"; tests inject slow or crashing renders here
 
 
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before restarting a worker that died soon after starting `quick_deaths` times in a row."""
+    return min(0.5 * 2 ** (quick_deaths - 1), MAX_RESTART_DELAY_S) if quick_deaths > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """Something that happened to a job: accepted, started, progress, done, or error."""
@@ -69,6 +76,11 @@ class JobManager:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
+        from .worker import resolve
+        try:
+            resolve(config.render_entry)  # fail here, not in a worker restart loop
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ValueError(f"render entry {config.render_entry!r} cannot be loaded: {e}") from None
         self.policy = PathPolicy.create(config.input_roots, config.output_dir, config.limits.max_file_bytes)
         self.store = JobStore(config.state_dir)
         self.queue: "queue.Queue[str]" = queue.Queue()
@@ -188,6 +200,8 @@ class DeviceSupervisor:
         self.control: "queue.Queue[tuple]" = queue.Queue()
         self.loaded_models: list[str] = []
         self.restarts = 0
+        self._quick_deaths = 0
+        self._spawned_at = 0.0
         self.current: Optional[str] = None
         self._cancel_for: Optional[str] = None
         self._ctx = mp.get_context("spawn")
@@ -226,12 +240,20 @@ class DeviceSupervisor:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        self._spawned_at = time.monotonic()
         self.loaded_models = []
 
     def _restart(self) -> None:
+        """Replace the worker; one that keeps dying right after it starts is retried ever more slowly."""
         self._kill()
         self.restarts += 1
-        log.warning("restarting the %s worker (restart %d)", self.device, self.restarts)
+        quick = time.monotonic() - self._spawned_at < QUICK_DEATH_S
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = restart_delay(self._quick_deaths)
+        log.warning("restarting the %s worker (restart %d%s)", self.device, self.restarts,
+                    f", after {delay:.1f} s: it died {self._quick_deaths} time(s) soon after starting" if delay else "")
+        if delay:
+            self.manager.stopping.wait(delay)
         self._spawn()
 
     def _kill(self) -> None:

@@ -62,20 +62,39 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
-def _devices(requested: Optional[list[str]]) -> tuple[str, ...]:
-    if requested:
-        return tuple(requested)
+def check_devices(requested: Optional[list[str]]) -> tuple[str, ...]:
+    """The devices to run workers on: as asked (each must exist here), else cuda if present, else cpu."""
     import torch
-    return ("cuda",) if torch.cuda.is_available() else ("cpu",)
+    if not requested:
+        return ("cuda",) if torch.cuda.is_available() else ("cpu",)
+    for name in requested:
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
+        if dev.type == "cuda" and (not torch.cuda.is_available()
+                                   or (dev.index or 0) >= torch.cuda.device_count()):
+            raise ValueError(f"--device {name!r}: no such CUDA device here "
+                             f"({torch.cuda.device_count()} visible)")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {name!r}: only cpu and cuda devices are supported")
+    if len(set(requested)) != len(requested):
+        raise ValueError("a device is named twice; the daemon runs one worker per device")
+    return tuple(requested)
 
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        devices = check_devices(args.device)
+    except ValueError as e:
+        log.error("cannot start: %s", e)
+        return 2
     config = DaemonConfig(
         state_dir=args.state_dir, output_dir=args.output_dir,
-        input_roots=tuple(args.allow_root or [os.path.expanduser("~")]), devices=_devices(args.device),
+        input_roots=tuple(args.allow_root or [os.path.expanduser("~")]), devices=devices,
         job_timeout_s=args.job_timeout, max_attempts=args.max_attempts, shutdown_grace_s=args.shutdown_grace,
         threads=args.threads, max_models=args.max_models, min_free_bytes=args.min_free_mb * 1024 * 1024,
         limits=Limits(max_queue=args.max_queue), render_entry=args.render_entry)

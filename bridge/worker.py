@@ -127,8 +127,9 @@ def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, out
     import torch
     if threads > 0:
         torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)  # "cuda" alone means the current device; set_device needs an index
     render = resolve(render_path)
     cache = ModelCache(device, max_models=max_models, min_free_bytes=min_free_bytes)
     token = EventCancelToken(cancel_event)

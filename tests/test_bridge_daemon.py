@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from bridge import protocol
-from bridge.daemon import JobManager
+from bridge.daemon import JobManager, restart_delay
 from bridge.osc_server import OscServer, build
 from bridge.protocol import Limits
 from bridge.zmq_server import ZmqServer
@@ -401,3 +401,31 @@ def test_a_waiting_client_gives_up_on_a_daemon_that_never_comes_back():
         client.close()
     assert e.value.code == "unreachable"
     assert 1.0 <= time.monotonic() - t0 < 5.0  # kept asking for reconnect_s, then stopped: no endless hang
+
+
+def test_a_render_entry_that_cannot_load_is_refused_at_start(tmp_path):
+    with pytest.raises(ValueError, match="no_such_module"):
+        JobManager(make_config(tmp_path, render_entry="no_such_module:render"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_worker_that_dies_at_start_fails_jobs_instead_of_hanging_them(tmp_path):
+    # cuda:0 on a machine without CUDA: the worker dies while starting, as with a broken driver
+    d = InProcessDaemon(tmp_path, make_config(tmp_path, devices=("cuda:0",))).start()
+    try:
+        write_wav(tmp_path / "in" / "clip.wav", tone(1.0))
+        peer = ZmqPeer(d.zmq.endpoint)
+        peer.call(render_frames({"task": "infill", "audio": str(tmp_path / "in" / "clip.wav"), "start_s": 0.2,
+                                 "end_s": 0.4, "model": "analytic", "steps": 2}, mid="doomed"))
+        final = wait(peer, "doomed")
+        time.sleep(3.0)
+        restarts = d.manager.health()["devices"][0]["restarts"]
+        peer.close()
+    finally:
+        d.stop()
+    assert (final["type"], final["error"]["code"]) == ("error", "worker_crashed")
+    assert 1 <= restarts <= 6  # not a spawn storm
+
+
+def test_restarts_of_a_worker_that_keeps_dying_at_start_back_off():
+    assert [restart_delay(n) for n in range(9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
