@@ -161,6 +161,11 @@ def test_resample_keeps_a_tone_and_length() -> None:
     ref = 0.3 * torch.sin(2 * math.pi * 1000.0 * t)
     inner = slice(200, -200)
     assert float((y[0, inner] - ref[inner]).abs().max()) < 2e-3
+    # upsampling (44.1 -> 48 kHz, the CLAP rate) keeps the tone too
+    up = Resample(44100, 48000)(x)
+    t48 = torch.arange(up.shape[-1], dtype=torch.float64) / 48000
+    assert up.shape[-1] == 24000
+    assert float((up[0, inner] - 0.3 * torch.sin(2 * math.pi * 1000.0 * t48)[inner]).abs().max()) < 2e-3
     # a tone above the new Nyquist is removed, not aliased
     hi = Resample(44100, 32000)(_sine(18000.0, 0.5)[None])
     assert float(hi[0, inner].abs().max()) < 0.01
