@@ -429,3 +429,36 @@ def test_a_worker_that_dies_at_start_fails_jobs_instead_of_hanging_them(tmp_path
 
 def test_restarts_of_a_worker_that_keeps_dying_at_start_back_off():
     assert [restart_delay(n) for n in range(9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_serve_refuses_to_start_on_a_bad_device_or_an_exposed_address_without_a_token(tmp_path, monkeypatch):
+    from bridge import serve
+    monkeypatch.delenv("SEGUE_TOKEN", raising=False)
+    base = ["--state-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out"), "--allow-root",
+            str(tmp_path), "--osc-port", "-1", "--events", "tcp://127.0.0.1:*"]
+    assert serve.main(base + ["--zmq", "tcp://127.0.0.1:*", "--device", "bogus"]) == 2
+    assert serve.main(base + ["--zmq", "tcp://0.0.0.0:*", "--device", "cpu"]) == 2
+
+
+def test_each_device_has_its_own_worker_and_they_take_queued_jobs_in_parallel(tmp_path):
+    # two CPU "devices" stand in for two GPUs (serve itself refuses a device named twice)
+    d = InProcessDaemon(tmp_path, make_config(tmp_path, devices=("cpu", "cpu"))).start()
+    try:
+        write_wav(tmp_path / "in" / "clip.wav", tone(1.0))
+        peer = ZmqPeer(d.zmq.endpoint)
+        for i in range(2):
+            peer.call(render_frames({"task": "infill", "audio": str(tmp_path / "in" / "clip.wav"), "start_s": 0.2,
+                                     "end_s": 0.4, "model": "analytic", "steps": 30, "seed": SLOW_SEED,
+                                     "context_s": float(i + 1)}, mid=f"par-{i}"))
+        deadline = time.monotonic() + 30
+        while not all(d.manager.store.get(f"par-{i}").state == "running" for i in range(2)):
+            assert time.monotonic() < deadline, "the two jobs never ran at the same time"
+            time.sleep(0.02)
+        devices = d.manager.health()["devices"]
+        assert {x["job"] for x in devices} == {"par-0", "par-1"} and len({x["pid"] for x in devices}) == 2
+        for i in range(2):
+            peer.call(protocol.encode_request("cancel", mid=f"par-{i}"))
+            assert wait(peer, f"par-{i}")["error"]["code"] == "cancelled"
+        peer.close()
+    finally:
+        d.stop()
