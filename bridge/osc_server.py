@@ -178,10 +178,11 @@ class OscServer:
                 data, sender = self.sock.recvfrom(MAX_DATAGRAM + 1)
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as e:
                 if stop.is_set():
                     return
-                raise
+                log.warning("OSC receive failed (%s); still serving", e)  # e.g. an ICMP error queued on the socket
+                continue
             self.handle_datagram(data, sender[:2], time.time())
 
     def close(self) -> None:

@@ -105,8 +105,11 @@ class ZmqServer:
                 except zmq.Again:
                     break
                 self._handle(frames, time.time())
-            self._drain_events()
-            self._expire_waiters()
+            try:
+                self._drain_events()
+                self._expire_waiters()
+            except Exception:  # an event that cannot be delivered must not stop request handling
+                log.exception("error while delivering job events")
         self._drain_events()
 
     def close(self) -> None:
