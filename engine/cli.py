@@ -37,6 +37,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="diffusion times in [0, 1] at which the reconstruction loss acts (default 0 1)")
     g.add_argument("--no-data-consistency", action="store_const", const=False, dest="data_consistency",
                    help="guide by the gradient alone (no replacement of the known context)")
+    g.add_argument("--prompt", help="text prompt, for models that take one (Stable Audio)")
+    g.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
     g.add_argument("--context", type=float, dest="context_s", help="seconds of context each side (default 2)")
     g.add_argument("--seam-ms", type=float, dest="seam_ms", help="equal-power seam length (default 50 ms)")
     o = p.add_argument_group("output")
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--end", type=float, required=True, dest="end_s", help="region end (s)")
         if task == "regenerate":
             p.add_argument("--mix", type=float, dest="mix_k", help="noise share k of the start (default 0.85)")
+        else:
+            p.add_argument("--native-inpaint", action="store_const", const=True, dest="native_inpaint",
+                           help="use the model's trained inpainting path (Stable Audio 3 inpaint) instead of guidance")
         _add_common(p)
 
     p = sub.add_parser("continue", help="continue a clip past a cut point")
@@ -119,7 +124,7 @@ def _add_optional_subcommands(sub: Any) -> None:
 REQUEST_KEYS = ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "reference", "strength",
                 "context_s", "seam_ms", "model", "sampler", "steps", "seed", "guidance_scale", "step_mode",
                 "recon_loss", "recon_space", "recon_t_range", "style_weight", "style_t_range", "data_consistency", "mix_k", "output", "span",
-                "bit_depth", "preset")
+                "bit_depth", "preset", "prompt", "cfg_scale", "native_inpaint")
 
 
 def request_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InvalidRequest
 
 TASKS = ("infill", "regenerate", "continue", "transition", "style")
-SAMPLER_NAMES = ("ddim", "ddpm", "heun")
+SAMPLER_NAMES = ("ddim", "ddpm", "heun", "dpmpp_2m_sde", "pingpong")
 STEP_MODES = ("fixed", "normalized", "posterior")
 RECON_SPACES = ("latent", "audio")
 RECON_LOSSES = ("l1", "l2", "mrstft")
@@ -78,6 +78,10 @@ class RenderRequest:
     reference: Optional[AudioRef] = None
     reference_embedding: Optional[tuple[float, ...]] = None
     strength: float = 1.0
+    # text conditioning (models that take it: Stable Audio)
+    prompt: Optional[str] = None
+    cfg_scale: float = 1.0
+    native_inpaint: bool = False    # infill with a model's trained inpainting path instead of guidance
     # window and stitching
     context_s: float = 2.0
     seam_ms: float = 50.0
@@ -191,6 +195,13 @@ def validate(r: RenderRequest) -> None:
     _finite("strength", r.strength, lo=0.0, hi=1.0)
     if r.strength == 0.0:
         raise InvalidRequest("strength must be above 0 (0 would return the input unchanged)")
+    if r.prompt is not None and (not isinstance(r.prompt, str) or len(r.prompt) > 2000):
+        raise InvalidRequest("prompt must be text of at most 2000 characters")
+    _finite("cfg_scale", r.cfg_scale, lo=0.0, hi=100.0)
+    if not isinstance(r.native_inpaint, bool):
+        raise InvalidRequest("native_inpaint must be true or false")
+    if r.native_inpaint and r.task != "infill":
+        raise InvalidRequest("native_inpaint applies to the infill task only")
     if not isinstance(r.data_consistency, bool):
         raise InvalidRequest("data_consistency must be true or false")
 

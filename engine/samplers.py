@@ -129,8 +129,19 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+# Samplers that live with the backends that need them, imported on first use.
+LAZY_SAMPLERS: dict[str, str] = {
+    "dpmpp_2m_sde": "engine.samplers_dpm:sample_dpmpp_2m_sde",
+    "pingpong": "engine.models.stable_audio3:sample_pingpong",
+}
+
+
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
-    try:
+    if name in SAMPLERS:
         return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
+    if name in LAZY_SAMPLERS:
+        import importlib
+
+        module, _, func = LAZY_SAMPLERS[name].partition(":")
+        return getattr(importlib.import_module(module), func)
+    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join([*SAMPLERS, *LAZY_SAMPLERS])}")

@@ -19,7 +19,8 @@ from .progress import ProgressTracker
 from .regions import Window, as_tensor, crossfade, equal_power_curves, frame_mask, frame_support, plan_window, splice
 from .request import RenderRequest
 from .samplers import DataConsistency, get_sampler, randn_like
-from .schedule import get_sigmas_cosine, sigma_to_t, truncate_sigmas
+from .models.schedules import native_sigmas
+from .schedule import get_sigmas_cosine, truncate_sigmas
 
 CONTINUE_CHUNK_S = 3.6      # generated per continuation pass (the method's 2.4 s -> 6 s)
 MIN_GAP_S = 0.05
@@ -76,7 +77,7 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
     mask = m.to(device=device, dtype=y.dtype).reshape(1, 1, -1)
     any_known = bool(m.any())
 
-    sigmas = get_sigmas_cosine(request.steps)
+    sigmas = native_sigmas(model, request.steps)
     if strength < 1.0:
         sigmas = truncate_sigmas(sigmas, strength)
     sigma0 = float(sigmas[0])
@@ -108,12 +109,24 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
     consistency = DataConsistency(known=y, mask=mask) if (request.data_consistency and any_known) else None
 
     sampler = get_sampler(request.sampler)
-    out = sampler(model.denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency,
-                  callback=tracker.step_callback(), cancel=tracker.cancel, generator=generator)
+    extra = model.info.get("sampler_kwargs", {}) if request.sampler == "dpmpp_2m_sde" else {}
+    cond = text_conditioning(model, request, padded / model.sample_rate)
+    out = sampler(model.denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency, cond=cond,
+                  callback=tracker.step_callback(), cancel=tracker.cancel, generator=generator, **extra)
     with torch.no_grad():
         wav = model.decode(out, padded)[0, :, :length].float().cpu().numpy()
     losses = dict(guide.last_losses) if guide is not None else {}
     return np.nan_to_num(wav, nan=0.0, posinf=0.0, neginf=0.0), losses
+
+
+def text_conditioning(model: Model, request: RenderRequest, duration_s: float) -> Optional[object]:
+    """The model's conditioning for the request's prompt (None for models without any)."""
+    make = getattr(model.denoiser, "conditioning", None)
+    if make is None:
+        if request.prompt:
+            raise InvalidRequest(f"model {model.name!r} takes no text prompt", code="unsupported")
+        return None
+    return make(request.prompt, duration_s=duration_s, cfg_scale=request.cfg_scale)
 
 
 def _recon_term(model: Model, request: RenderRequest, y: torch.Tensor, mask: torch.Tensor,
@@ -170,9 +183,26 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
     start, end = _region_bounds(request, audio.shape[1], rate)
     win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
     window_audio = audio[:, win.start:win.stop]
-    gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
-                                  tracker=tracker, x_bar=window_audio if regenerate else None)
+    if request.native_inpaint:
+        gen, losses = _native_inpaint(model, window_audio, win, request, tracker), {}
+    else:
+        gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
+                                      tracker=tracker, x_bar=window_audio if regenerate else None)
     return _place(audio, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+
+
+def _native_inpaint(model: Model, window_audio: np.ndarray, win: Window, request: RenderRequest,
+                    tracker: ProgressTracker) -> np.ndarray:
+    """The comparison mode: a model's own trained inpainting path, no guidance."""
+    if not hasattr(model.denoiser, "inpaint_cond"):
+        raise InvalidRequest(f"model {model.name!r} has no trained inpainting path; use guided infill",
+                             code="unsupported")
+    from .models.stable_audio3 import native_infill
+
+    gap = (win.gap_start - win.start, win.gap_stop - win.start)
+    out = native_infill(model, window_audio, gap, steps=request.steps, seed=request.seed)
+    tracker.advance(request.steps)
+    return out
 
 
 def _place(audio: np.ndarray, gen: np.ndarray, win: Window, seam: int, losses: dict) -> TaskOutput:

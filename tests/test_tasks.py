@@ -216,3 +216,20 @@ def test_a_loss_acts_only_inside_its_time_range(clip):
     assert np.array_equal(never, off)
     with pytest.raises(InvalidRequest, match="t_min <= t_max"):
         req(clip, recon_t_range=(0.8, 0.2))
+
+
+def test_prompts_and_native_inpaint_are_refused_by_models_that_lack_them(clip):
+    with pytest.raises(InvalidRequest, match="takes no text prompt"):
+        render_audio(req(clip, prompt="warm piano"))
+    with pytest.raises(InvalidRequest, match="no trained inpainting path"):
+        render_audio(req(clip, native_inpaint=True))
+    with pytest.raises(InvalidRequest, match="infill task only"):
+        req(clip, task="regenerate", native_inpaint=True)
+
+
+def test_every_named_sampler_runs_a_guided_infill(clip):
+    from engine.request import SAMPLER_NAMES
+
+    for name in SAMPLER_NAMES:
+        r = render_audio(req(clip, sampler=name, steps=4, span="region"))
+        assert r.audio.shape == (2, RATE) and np.isfinite(r.audio).all(), name
