@@ -112,3 +112,39 @@ def test_a_selection_outside_every_track_is_refused_without_changes(tmp_path, au
     assert "select a time range inside the track" in done.stderr
     with AudacityPipe() as pipe:
         assert len(pipe.info("Tracks")) == n
+
+
+def test_continue_and_transition_place_their_clips_where_the_engine_says(tmp_path, audacity, serve):
+    import json
+
+    a = music(5.0, RATE, seed=11)
+    b = np.concatenate([np.zeros((2, 4 * RATE), np.float32), music(5.0, RATE, seed=12)], axis=1)
+    write_wav(tmp_path / "first.wav", a, RATE)
+    write_wav(tmp_path / "second.wav", b, RATE)   # sound from 4 s: 1 s over the first track
+    # (not SetClip: moves made through the pipe have no undo state, and the script's Undo would revert them)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "first.wav"))
+        pipe.command("Import2", Filename=str(tmp_path / "second.wav"))
+        # continue: the range ends at the track end (5 s), so the continuation starts there
+        pipe.command("Select", Start=4.0, End=5.0, Track=0, TrackCount=1, Mode="Set")
+    done = run_script(serve, "continue", "--duration", "1.0", "--model", "analytic", "--steps", "4",
+                      "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    cont = json.loads(done.stdout)
+    assert cont["params"] == ["--duration", "1.000000"] and cont["position_s"] == pytest.approx(5.0, abs=1e-9)
+    assert cont["lead_samples"] == 5 * RATE
+
+    with AudacityPipe() as pipe:   # transition: both tracks, the overlap [4, 5) selected
+        pipe.command("Select", Start=4.0, End=5.0, Track=0, TrackCount=2, Mode="Set")
+    done = run_script(serve, "transition", "--model", "analytic", "--steps", "4", "--context", "1.0",
+                      "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    tr = json.loads(done.stdout)
+    # join 4.5 s, crossfade max(1 s, 2.5 s): A exported from 4.5 - 2.5 - 1 = 1.0 s, clip at 4.5 - 1.25
+    assert tr["origin_s"] == pytest.approx(1.0) and tr["position_s"] == pytest.approx(3.25, abs=1e-6)
+    assert tr["params"] == ["--start", "3.500000", "--b-start", "2.500000", "--crossfade", "2.500000"]
+    with AudacityPipe() as pipe:
+        clips = pipe.info("Clips")
+    assert [round(c["end"], 4) for c in clips[2:]] == [6.0, 5.75]   # 5 + 1 s and 3.25 + 2.5 s

@@ -65,6 +65,19 @@ class AudacityPipe:
         self._to = os.fdopen(fd, "w")
         self._from_fd = os.open(from_path, os.O_RDONLY | os.O_NONBLOCK)
         self._buf = b""
+        self._drain()
+
+    def _drain(self) -> None:
+        """Drop a reply left in the pipe by an earlier client that gave up waiting for it."""
+        while True:
+            ready, _, _ = select.select([self._from_fd], [], [], 0.05)
+            if not ready:
+                return
+            try:
+                if not os.read(self._from_fd, 65536):
+                    return
+            except BlockingIOError:
+                return
 
     def close(self) -> None:
         self._to.close()
@@ -160,7 +173,7 @@ class HeadlessAudacity:
                 os.unlink(p)
 
 
-def launch_headless(home: Path, *, timeout_s: float = 60.0) -> HeadlessAudacity:
+def launch_headless(home: Path, *, timeout_s: float = 90.0) -> HeadlessAudacity:
     """Start Xvfb on a free display and Audacity on it; return once the scripting pipe answers."""
     for tool in ("Xvfb", "audacity"):
         if shutil.which(tool) is None:
@@ -198,16 +211,25 @@ def launch_headless(home: Path, *, timeout_s: float = 60.0) -> HeadlessAudacity:
     aud = subprocess.Popen(["audacity"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     inst = HeadlessAudacity(home, xvfb, aud, display)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if all(os.path.exists(p) for p in pipe_paths()):
-                with AudacityPipe(timeout_s=5) as pipe:
-                    pipe.info("Tracks")
-                return inst
-        except AudacityError:
-            pass
+    while not all(os.path.exists(p) for p in pipe_paths()):
         if aud.poll() is not None or time.monotonic() > deadline:
             inst.stop()
-            raise AudacityError(f"Audacity (exit status {aud.poll()}) did not open its scripting pipe on display "
-                                f"{display}; log: {(home / 'audacity.log').read_text()[-1500:]}")
-        time.sleep(0.5)
+            raise AudacityError(f"Audacity (exit status {aud.poll()}) did not create its scripting pipe on "
+                                f"display {display}; log: {(home / 'audacity.log').read_text()[-1500:]}")
+        time.sleep(0.2)
+    # Audacity can swallow a command sent while it is still starting up; the client then gives up,
+    # reconnects (dropping any late reply) and asks again, a little more patiently each time.
+    attempt_s, last = 5.0, None
+    while time.monotonic() < deadline:
+        try:
+            with AudacityPipe(timeout_s=min(attempt_s, max(deadline - time.monotonic(), 1.0))) as pipe:
+                pipe.info("Tracks")
+            return inst
+        except AudacityError as e:
+            last = e
+            attempt_s = min(attempt_s * 1.5, 20.0)
+        if aud.poll() is not None:
+            break
+    inst.stop()
+    raise AudacityError(f"Audacity did not answer on its scripting pipe ({last}); "
+                        f"log: {(home / 'audacity.log').read_text()[-1500:]}")

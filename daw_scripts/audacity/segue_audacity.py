@@ -49,7 +49,12 @@ class Selection:
 
 
 def read_selection(pipe: AudacityPipe) -> Selection:
-    """The time selection and the selected wave tracks, leaving the project as it was."""
+    """The time selection and the selected wave tracks, leaving the project as it was.
+
+    Undo restores the track selection of the previous undo state, not the current one, so the
+    selected tracks are read first and selected again afterwards."""
+    tracks = [dict(t, index=i) for i, t in enumerate(pipe.info("Tracks"))
+              if t.get("kind") == "wave" and t.get("selected")]
     pipe.command("AddLabel")
     try:
         labels = pipe.info("Labels")
@@ -59,9 +64,15 @@ def read_selection(pipe: AudacityPipe) -> Selection:
     if not spans:
         raise SegueAudacityError("could not read the time selection (no label was added: is a track selected?)")
     start, end = spans[-1]
-    tracks = [dict(t, index=i) for i, t in enumerate(pipe.info("Tracks"))
-              if t.get("kind") == "wave" and t.get("selected")]
+    select_tracks(pipe, start, end, [t["index"] for t in tracks])
     return Selection(start, end, tracks)
+
+
+def select_tracks(pipe: AudacityPipe, start: float, end: float, indices: list[int]) -> None:
+    """Select [start, end) on exactly these tracks (they need not be adjacent)."""
+    for n, i in enumerate(indices):
+        pipe.command("Select", Start=float(start), End=float(end), Track=i, TrackCount=1,
+                     Mode="Set" if n == 0 else "Add")
 
 
 def export_window(pipe: AudacityPipe, track: int, start_s: float, end_s: float, path: Path) -> None:
@@ -79,14 +90,14 @@ class Plan:
     params: list[str]
     audio: list[str]
     origin_s: float
-    restore: tuple[float, float, int, int]
+    restore: tuple[float, float, list[int]]
 
 
 def plan_request(pipe: AudacityPipe, task: str, sel: Selection, workdir: Path, *, context_s: float,
                  duration_s: Optional[float], crossfade_s: Optional[float]) -> Plan:
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
-    restore = (sel.start_s, sel.end_s, sel.tracks[0]["index"] if sel.tracks else 0, max(len(sel.tracks), 1))
+    restore = (sel.start_s, sel.end_s, [t["index"] for t in sel.tracks])
     if task == "transition":
         if len(sel.tracks) != 2:
             raise SegueAudacityError("select two tracks (and their overlap as the time range) for a transition")
@@ -191,8 +202,7 @@ def render_selection(task: str, *, workdir: Path, client_args: list[str], contex
         name = f"Segue {task} {time.strftime('%H%M%S')}"
         clip, lead = placed_clip(reply["path"], project_rate, position, workdir / f"{name}.wav")
         index = place(pipe, clip)
-        a, b, track, count = plan.restore
-        pipe.command("Select", Start=a, End=b, Track=track, TrackCount=count, Mode="Set")
+        select_tracks(pipe, *plan.restore)
     return {"track": index, "track_name": name, "position_s": position, "lead_samples": lead, "clip": str(clip),
             "reply": reply, "origin_s": plan.origin_s,
             "project_rate": project_rate, "audio": plan.audio, "params": plan.params}
