@@ -216,3 +216,14 @@ def test_build_references_is_reproducible(tmp_path, embedder):
     stored = json.loads((P.BUILTIN_DIR / "references" / "piano-clean.json").read_text())
     np.testing.assert_allclose(rebuilt["vector"], stored["vector"], atol=1e-5)
     assert rebuilt["embedder"] == "dsp" and rebuilt["dim"] == 274
+
+
+def test_the_documented_format_lists_every_setting_and_validates():
+    """presets/README.md's example names every accepted setting, with values that pass validation."""
+    import tomllib
+
+    doc = (P.BUILTIN_DIR / "README.md").read_text()
+    example = tomllib.loads(doc.split("```toml")[1].split("```")[0])
+    assert set(example["settings"]) == set(P._SETTINGS)
+    for key, value in example["settings"].items():
+        P._check_setting(key, value, lambda msg: PresetError(msg))
