@@ -143,3 +143,16 @@ def test_cancelling_the_dialog_does_nothing(lang, song):
     p.add_item(0.0, 4.0, song)
     RUNNERS[lang](p)
     assert p.messages == [] and p.undo == [] and len(p.tracks) == 1
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_a_style_preset_restyles_the_time_selection(lang, env, song):
+    p = rs.Project(time_selection=(1.0, 2.0), user_inputs="style,strings-pad,4,0,")
+    p.add_item(0.5, 5.0, song, start_offset=0.0)
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (placed,) = new_tracks(p, 1)
+    assert placed.position == pytest.approx(1.0, abs=1e-6) and placed.length == pytest.approx(1.0, abs=1e-3)
+    import json
+    used = json.loads(Path(placed.take.source.filename).with_suffix(".json").read_text())["request"]
+    assert used["preset"] == "strings-pad" and used["strength"] == 0.7 and len(used["reference_embedding"]) == 274
