@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
-from pedalboard.io import AudioFile, StreamResampler
+from pedalboard.io import AudioFile
 
 from .errors import AudioInputError, InvalidRequest
 from .request import PCMAudio
@@ -26,15 +26,63 @@ MAX_SECONDS = 3600.0
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Windowed-sinc resampling of (channels, samples), output length round(N * ratio)."""
+    """Band-limited (FFT) resampling of (channels, samples); output length round(N * ratio).
+
+    Ideal sinc resampling done block by block with real context on both sides, so a
+    DAW clip keeps its timing exactly: no fractional-sample delay (pedalboard's
+    streaming resampler delays by 0.2-0.35 samples, which a round trip 44.1 <-> 48 kHz
+    turns into a few percent of error on music).
+    """
     if source_rate == target_rate:
         return audio
-    expected = int(round(audio.shape[1] * target_rate / source_rate))
-    r = StreamResampler(float(source_rate), float(target_rate), audio.shape[0])
-    out = np.concatenate([r.process(np.ascontiguousarray(audio, dtype=np.float32)), r.process()], axis=1)
-    if out.shape[1] < expected:
-        out = np.pad(out, ((0, 0), (0, expected - out.shape[1])))
-    return np.ascontiguousarray(out[:, :expected], dtype=np.float32)
+    g = math.gcd(int(source_rate), int(target_rate))
+    up, down = int(target_rate) // g, int(source_rate) // g
+    n = audio.shape[1]
+    expected = int(round(n * target_rate / source_rate))
+    ctx = max(1, _RESAMPLE_CONTEXT // down) * down            # context each side, a multiple of `down`
+    block = max(1, _RESAMPLE_BLOCK // down) * down
+    x = np.pad(audio.astype(np.float64), ((0, 0), (ctx, ctx + block)), mode="reflect" if n > 1 else "edge")
+    out = []
+    for start in range(0, n, block):                          # `start` is in input samples
+        seg = x[:, start:start + block + 2 * ctx]
+        y = _resample_fft(seg, up, down)
+        out.append(y[:, ctx * up // down:(ctx + block) * up // down])
+    return np.ascontiguousarray(np.concatenate(out, axis=1)[:, :expected], dtype=np.float32)
+
+
+_RESAMPLE_CONTEXT = 8192
+_RESAMPLE_BLOCK = 1 << 20
+
+
+def _resample_fft(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Resample a segment whose length is a multiple of `down` by up/down in the frequency domain."""
+    q = _fast_len(x.shape[1] // down)
+    m = q * down
+    x = np.pad(x, ((0, 0), (0, m - x.shape[1])))
+    m_out = q * up
+    spec = np.fft.rfft(x, axis=1)
+    keep = min(spec.shape[1], m_out // 2 + 1)
+    out_spec = np.zeros((x.shape[0], m_out // 2 + 1), dtype=complex)
+    out_spec[:, :keep] = spec[:, :keep]
+    if m_out < m and m_out % 2 == 0:
+        out_spec[:, -1] = out_spec[:, -1].real               # the new Nyquist bin must be real
+    return np.fft.irfft(out_spec, n=m_out, axis=1) * (m_out / m)
+
+
+def _fast_len(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (FFT-friendly lengths)."""
+    best = None
+    p2 = 1
+    while p2 < 2 * n:
+        p3 = p2
+        while p3 < 2 * n:
+            p5 = p3
+            while p5 < n:
+                p5 *= 5
+            best = p5 if best is None else min(best, p5)
+            p3 *= 3
+        p2 *= 2
+    return int(best)
 
 
 def to_stereo(audio: np.ndarray, *, downmix: bool = False, source: str = "audio") -> np.ndarray:
