@@ -122,6 +122,9 @@ def style_target(request: RenderRequest, sample_rate: int, embedder_name: str = 
     if embed.sample_rate != sample_rate:
         raise ModelNotFound(f"embedder {embedder_name!r} runs at {embed.sample_rate} Hz, the model at {sample_rate} Hz")
     if request.reference_embedding is not None:
+        if request.preset:
+            from .presets import check_reference, load_preset
+            check_reference(load_preset(request.preset), embed)   # stored vector made by this embedder version?
         ref = torch.tensor(request.reference_embedding, dtype=torch.float32)[None]
         if ref.shape[1] != embed.dim:
             raise InvalidRequest(f"reference_embedding has {ref.shape[1]} values; the {embedder_name!r} embedder "
