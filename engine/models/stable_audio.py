@@ -12,7 +12,6 @@ seconds-start/end tokens describe the window, so guidance works with no text enc
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -21,13 +20,11 @@ from typing import Any, Optional
 import torch
 
 from ..errors import ModelNotFound
+from . import diffusers_io
 from .base import Model, register_model
 
 HOW_TO = ("save a diffusers StableAudioPipeline there (pipe.save_pretrained(folder)) or download "
           "stabilityai/stable-audio-open-1.0 yourself; Segue never downloads weights")
-_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-                 "pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json",
-                 "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -200,29 +197,7 @@ REQUIRED = ("transformer", "vae", "projection_model")
 
 def check_folder(folder: str) -> dict[str, bool]:
     """Which optional parts exist; raises ModelNotFound naming every missing required part."""
-    if not os.path.isdir(folder):
-        raise ModelNotFound(f"Stable Audio folder not found: {folder!r}; {HOW_TO}")
-    missing = []
-    for part in REQUIRED:
-        sub = os.path.join(folder, part)
-        if not os.path.isfile(os.path.join(sub, "config.json")):
-            missing.append(f"{part}/config.json")
-        if not any(os.path.isfile(os.path.join(sub, w)) for w in _WEIGHT_FILES):
-            missing.append(f"{part}/ weights (one of {', '.join(_WEIGHT_FILES[:2])})")
-    if not os.path.isfile(os.path.join(folder, "scheduler", "scheduler_config.json")):
-        missing.append("scheduler/scheduler_config.json")
-    has_text = os.path.isdir(os.path.join(folder, "text_encoder"))
-    has_tok = os.path.isdir(os.path.join(folder, "tokenizer"))
-    if has_text != has_tok:
-        missing.append("tokenizer/" if has_text else "text_encoder/")
-    if missing:
-        raise ModelNotFound(f"Stable Audio folder {folder!r} is incomplete; missing: {'; '.join(missing)}. {HOW_TO}")
-    return {"text": has_text and has_tok}
-
-
-def scheduler_config(folder: str) -> dict:
-    with open(os.path.join(folder, "scheduler", "scheduler_config.json")) as f:
-        return json.load(f)
+    return diffusers_io.check_folder(folder, label="Stable Audio", required=REQUIRED, how_to=HOW_TO)
 
 
 def load_stable_audio(folder: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -248,30 +223,23 @@ def load_stable_audio(folder: str, *, device: str | torch.device = "cpu", dtype:
         from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
     except ImportError as exc:
         raise ModelNotFound("the stable-audio backend needs diffusers: pip install 'segue[stable-audio]'") from exc
-    loaded: dict[str, Any] = {}
-    try:
-        loaded["transformer"] = diffusers.StableAudioDiTModel.from_pretrained(os.path.join(folder, "transformer"))
-        loaded["vae"] = diffusers.AutoencoderOobleck.from_pretrained(os.path.join(folder, "vae"))
-        loaded["projection_model"] = StableAudioProjectionModel.from_pretrained(
-            os.path.join(folder, "projection_model"))
-        if parts["text"]:
-            from transformers import AutoTokenizer, T5EncoderModel
+    loaders: dict[str, Any] = {"transformer": diffusers.StableAudioDiTModel.from_pretrained,
+                               "vae": diffusers.AutoencoderOobleck.from_pretrained,
+                               "projection_model": StableAudioProjectionModel.from_pretrained}
+    if parts["text"]:
+        from transformers import AutoTokenizer, T5EncoderModel
 
-            loaded["text_encoder"] = T5EncoderModel.from_pretrained(os.path.join(folder, "text_encoder"))
-            loaded["tokenizer"] = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelNotFound(f"cannot load Stable Audio weights from {folder!r}: {exc}") from exc
-    return model_from_components(loaded, scheduler_config(folder), name=f"stable-audio:{folder}", device=device,
-                                 dtype=dtype, max_text_tokens=max_text_tokens, info={"folder": folder})
+        loaders.update(text_encoder=T5EncoderModel.from_pretrained, tokenizer=AutoTokenizer.from_pretrained)
+    loaded = diffusers_io.load_parts(folder, loaders, label="Stable Audio")
+    return model_from_components(loaded, diffusers_io.scheduler_config(folder), name=f"stable-audio:{folder}",
+                                 device=device, dtype=dtype, max_text_tokens=max_text_tokens, info={"folder": folder})
 
 
 def model_from_components(components: dict[str, Any], scheduler: dict, *, name: str,
                           device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                           max_text_tokens: int = 128, info: Optional[dict] = None) -> Model:
     """Wrap loaded (or freshly built) diffusers components as a `Model`; the DiT gets `dtype`."""
-    for part, m in components.items():
-        if isinstance(m, torch.nn.Module):
-            m.to(device=device, dtype=dtype if part == "transformer" else torch.float32).eval().requires_grad_(False)
+    diffusers_io.freeze_for_inference(components, device=device, dtype=dtype)
     autoencoder = OobleckAutoencoder(components["vae"])
     denoiser = StableAudioDenoiser(components["transformer"], components["projection_model"],
                                    text_encoder=components.get("text_encoder"), tokenizer=components.get("tokenizer"),

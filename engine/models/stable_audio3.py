@@ -23,8 +23,8 @@ from typing import Any, Optional
 import torch
 
 from ..errors import ModelNotFound
+from . import diffusers_io
 from .base import Model, register_model
-from .stable_audio import _WEIGHT_FILES
 
 HOW_TO = ("save a diffusers StableAudio3Pipeline there (pipe.save_pretrained(folder)) or download an SA3 "
           "checkpoint yourself; Segue never downloads weights")
@@ -269,24 +269,8 @@ def _pipeline_class(folder: str) -> str:
 
 
 def check_folder(folder: str) -> dict[str, bool]:
-    if not os.path.isdir(folder):
-        raise ModelNotFound(f"Stable Audio 3 folder not found: {folder!r}; {HOW_TO}")
-    missing = []
-    for part in REQUIRED:
-        sub = os.path.join(folder, part)
-        if not os.path.isfile(os.path.join(sub, "config.json")):
-            missing.append(f"{part}/config.json")
-        if not any(os.path.isfile(os.path.join(sub, w)) for w in _WEIGHT_FILES):
-            missing.append(f"{part}/ weights")
-    if not os.path.isfile(os.path.join(folder, "scheduler", "scheduler_config.json")):
-        missing.append("scheduler/scheduler_config.json")
-    has_text = os.path.isdir(os.path.join(folder, "text_encoder"))
-    has_tok = os.path.isdir(os.path.join(folder, "tokenizer"))
-    if has_text != has_tok:
-        missing.append("tokenizer/" if has_text else "text_encoder/")
-    if missing:
-        raise ModelNotFound(f"Stable Audio 3 folder {folder!r} is incomplete; missing: {'; '.join(missing)}. {HOW_TO}")
-    return {"text": has_text and has_tok}
+    """Which optional parts exist; raises ModelNotFound naming every missing required part."""
+    return diffusers_io.check_folder(folder, label="Stable Audio 3", required=REQUIRED, how_to=HOW_TO)
 
 
 def load_stable_audio3(folder: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -298,24 +282,16 @@ def load_stable_audio3(folder: str, *, device: str | torch.device = "cpu", dtype
         import diffusers
     except ImportError as exc:
         raise ModelNotFound("the stable-audio-3 backend needs diffusers: pip install 'segue[stable-audio]'") from exc
-    loaded: dict[str, Any] = {}
-    try:
-        loaded["transformer"] = diffusers.StableAudio3DiTModel.from_pretrained(os.path.join(folder, "transformer"))
-        loaded["vae"] = diffusers.AutoencoderSAME.from_pretrained(os.path.join(folder, "vae"))
-        loaded["duration_embedder"] = diffusers.StableAudio3DurationEmbedder.from_pretrained(
-            os.path.join(folder, "duration_embedder"))
-        if parts["text"]:
-            from transformers import AutoTokenizer, T5GemmaEncoderModel  # AutoModel would pick the enc-dec class
+    loaders: dict[str, Any] = {"transformer": diffusers.StableAudio3DiTModel.from_pretrained,
+                               "vae": diffusers.AutoencoderSAME.from_pretrained,
+                               "duration_embedder": diffusers.StableAudio3DurationEmbedder.from_pretrained}
+    if parts["text"]:
+        from transformers import AutoTokenizer, T5GemmaEncoderModel  # AutoModel would pick the enc-dec class
 
-            loaded["text_encoder"] = T5GemmaEncoderModel.from_pretrained(os.path.join(folder, "text_encoder"))
-            loaded["tokenizer"] = AutoTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelNotFound(f"cannot load Stable Audio 3 weights from {folder!r}: {exc}") from exc
-    for name, m in loaded.items():
-        if isinstance(m, torch.nn.Module):
-            m.to(device=device, dtype=dtype if name == "transformer" else torch.float32).eval().requires_grad_(False)
-    with open(os.path.join(folder, "scheduler", "scheduler_config.json")) as f:
-        sched = json.load(f)
+        loaders.update(text_encoder=T5GemmaEncoderModel.from_pretrained, tokenizer=AutoTokenizer.from_pretrained)
+    loaded = diffusers_io.load_parts(folder, loaders, label="Stable Audio 3")
+    diffusers_io.freeze_for_inference(loaded, device=device, dtype=dtype)
+    sched = diffusers_io.scheduler_config(folder)
     autoencoder = SameAutoencoder(loaded["vae"])
     denoiser = StableAudio3Denoiser(loaded["transformer"], loaded["duration_embedder"],
                                     text_encoder=loaded.get("text_encoder"), tokenizer=loaded.get("tokenizer"),
