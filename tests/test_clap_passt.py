@@ -14,14 +14,6 @@ from engine.errors import ModelNotFound
 SR = 44100
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_passt(seed: int = 0) -> PaSST:
     torch.manual_seed(seed)
     m = PaSST(embed_dim=64, depth=2, heads=1,  # head width 64, as every PaSST (the loader assumes it)

@@ -13,15 +13,6 @@ from engine.errors import ModelNotFound
 SR = 44100
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest, and the CI machine's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def emb() -> DSPEmbedder:
     return DSPEmbedder()

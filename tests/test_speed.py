@@ -7,14 +7,6 @@ import torch
 from engine.models.speed import EagerFallback, SpeedSetup, optimise
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_eager_fallback_switches_once_and_keeps_results() -> None:
     calls = {"compiled": 0, "eager": 0}
 

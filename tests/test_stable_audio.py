@@ -24,15 +24,6 @@ from engine.samplers_dpm import get_sigmas_exponential, sample_dpmpp_2m_sde  # n
 HOP = 2048
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest, and the CI machine's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
     from diffusers.utils import logging

@@ -21,14 +21,6 @@ TOKENS = 6          # text length of the tiny model (prompts are all padding: no
 FRAMES = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
     from diffusers.utils import logging

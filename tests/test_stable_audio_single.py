@@ -22,14 +22,6 @@ from engine.models.stable_audio import load_stable_audio, model_from_components 
 SIZE = StableAudioSize(dit_kv_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _sat_dit(sd: dict) -> dict:
     out = {}
     for k, v in sd.items():
