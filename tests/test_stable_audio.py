@@ -20,18 +20,14 @@ from engine.models.random_init import TINY, save_stable_audio_folder  # noqa: E4
 from engine.models.stable_audio import load_stable_audio  # noqa: E402
 from engine.samplers import DataConsistency  # noqa: E402
 from engine.samplers_dpm import get_sigmas_exponential, sample_dpmpp_2m_sde  # noqa: E402
+from stable_audio_support import known_error, save_tiny_folder  # noqa: E402
 
 HOP = 2048
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
-    from diffusers.utils import logging
-
-    logging.set_verbosity_error()
-    path = str(tmp_path_factory.mktemp("sao") / "stable-audio-tiny")
-    save_stable_audio_folder(path, TINY, seed=0)
-    return path
+    return save_tiny_folder(tmp_path_factory, "stable-audio", save_stable_audio_folder, TINY)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +133,6 @@ def _infill_setup(model):
     return y, mask, noise
 
 
-def _known_error(out, y, mask) -> float:
-    return float(((out - y).abs() * mask).sum() / (mask.sum() * y.shape[1]))
-
-
 def test_guided_infill_in_latent_space_preserves_context(model) -> None:
     y, mask, noise = _infill_setup(model)
     sigmas = get_sigmas_exponential(20, 0.3, 500)
@@ -149,13 +141,13 @@ def test_guided_infill_in_latent_space_preserves_context(model) -> None:
     def run(**kw):
         return sample_dpmpp_2m_sde(model.denoiser, x, sigmas, generator=torch.Generator().manual_seed(7), **kw)
 
-    free = _known_error(run(), y, mask)
+    free = known_error(run(), y, mask)
     guide = Guidance([LossTerm("recon", masked_l1(y, mask))], scale=1.0, step_mode="normalized")
-    guided = _known_error(run(guide=guide), y, mask)
+    guided = known_error(run(guide=guide), y, mask)
     assert free > 0.5
     assert guided < 0.5 * free
     out = run(guide=guide, consistency=DataConsistency(known=y, mask=mask))
-    assert _known_error(out, y, mask) == 0.0
+    assert known_error(out, y, mask) == 0.0
     assert float(((out - y).abs() * (1 - mask)).mean()) > 0.1  # the gap is generated, not copied
 
 

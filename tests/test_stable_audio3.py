@@ -16,6 +16,7 @@ from engine.models.base import load_model  # noqa: E402
 from engine.models.random_init import SA3_TINY, save_stable_audio3_folder  # noqa: E402
 from engine.models.stable_audio3 import load_stable_audio3, logsnr_sigmas, sample_pingpong  # noqa: E402
 from engine.samplers import DataConsistency, sample_ddim  # noqa: E402
+from stable_audio_support import known_error, save_tiny_folder  # noqa: E402
 
 TOKENS = 6          # text length of the tiny model (prompts are all padding: no text encoder)
 FRAMES = 12
@@ -23,12 +24,7 @@ FRAMES = 12
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> str:
-    from diffusers.utils import logging
-
-    logging.set_verbosity_error()
-    path = str(tmp_path_factory.mktemp("sa3") / "sa3-tiny")
-    save_stable_audio3_folder(path, SA3_TINY, seed=0)
-    return path
+    return save_tiny_folder(tmp_path_factory, "sa3", save_stable_audio3_folder, SA3_TINY)
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +137,13 @@ def test_guided_infill_preserves_context(model) -> None:
     sigmas = logsnr_sigmas(20)
     noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
     x = _start(noise, sigmas)
-
-    def err(out):
-        return float(((out - y).abs() * mask).sum() / (mask.sum() * y.shape[1]))
-
     guide = Guidance([LossTerm("recon", masked_l1(y, mask))], scale=1.0, step_mode="normalized")
-    free, guided = err(sample_ddim(model.denoiser, x, sigmas)), err(sample_ddim(model.denoiser, x, sigmas, guide=guide))
+    free = known_error(sample_ddim(model.denoiser, x, sigmas), y, mask)
+    guided = known_error(sample_ddim(model.denoiser, x, sigmas, guide=guide), y, mask)
     assert guided < 0.5 * free
     out = sample_ddim(model.denoiser, x, sigmas, guide=guide, consistency=DataConsistency(known=y, mask=mask),
                       generator=torch.Generator().manual_seed(4))
-    assert err(out) == 0.0
+    assert known_error(out, y, mask) == 0.0
 
 
 def test_loader_errors_and_registry(folder, tmp_path) -> None:
