@@ -1,4 +1,4 @@
-"""Shared pieces of the DAW end-to-end tests: a real `segue serve` daemon process and test audio."""
+"""Shared pieces of the DAW end-to-end tests: a real `segue serve` daemon process (and its fixtures) and test audio."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+import pytest
 from pedalboard.io import AudioFile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,22 @@ class ServeProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory) -> Iterator[ServeProcess]:
+    """One daemon per test module (import this fixture into the module), allowed to read every test's files."""
+    root = tmp_path_factory.mktemp("serve")
+    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def env(serve, monkeypatch) -> None:
+    """Point in-process DAW scripts at that daemon, as `segue serve` tells a user to."""
+    for k in ("SEGUE_ENDPOINT", "SEGUE_CLIENT", "PYTHONPATH"):
+        monkeypatch.setenv(k, serve.env[k])
 
 
 def music(seconds: float, rate: int, seed: int = 0) -> np.ndarray:

@@ -5,13 +5,13 @@ import json
 import os
 import socket
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abletonosc_standin import Clip, LiveSet, StandInAbletonOSC
-from daw_support import DAW_SCRIPTS, ServeProcess, music, read_wav, write_wav
+from daw_support import DAW_SCRIPTS, music, read_wav, write_wav
+from daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
 
 sys.path.insert(0, str(DAW_SCRIPTS / "ableton"))
 import segue_live  # noqa: E402
@@ -23,20 +23,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def serve(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-def env(serve, monkeypatch):
-    for k in ("SEGUE_ENDPOINT", "SEGUE_CLIENT", "PYTHONPATH"):
-        monkeypatch.setenv(k, serve.env[k])
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
+from daw_support import DAW_SCRIPTS, best_lag, fft_resample, music, read_wav, write_wav
+from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 
 LUA_TOOL = shutil.which("ardour7-lua")
 EXPORT_TOOL = shutil.which("ardour7-export")
@@ -80,14 +81,6 @@ def export(session: Path, out: Path) -> np.ndarray:
     audio, rate = read_wav(out)
     assert rate == RATE
     return audio
-
-
-@pytest.fixture(scope="module")
-def serve(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
-    yield d
-    d.stop()
 
 
 def test_lua_library_builds_commands_and_parses_replies(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
+from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 
 AUDACITY = DAW_SCRIPTS / "audacity"
 sys.path.insert(0, str(AUDACITY))
@@ -34,14 +35,6 @@ def audacity(tmp_path_factory):
     inst = launch_headless(tmp_path_factory.mktemp("audacity-home"))
     yield inst
     inst.stop()
-
-
-@pytest.fixture(scope="module")
-def serve(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
-    yield d
-    d.stop()
 
 
 def run_script(serve: ServeProcess, *args: str) -> subprocess.CompletedProcess:

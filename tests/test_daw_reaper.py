@@ -15,24 +15,11 @@ from pathlib import Path
 import pytest
 
 import reaper_standin as rs
-from daw_support import DAW_SCRIPTS, ServeProcess, music, read_wav, write_wav
+from daw_support import DAW_SCRIPTS, music, read_wav, write_wav
+from daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
 
 REAPER = DAW_SCRIPTS / "reaper"
 RATE = 48000
-
-
-@pytest.fixture(scope="module")
-def serve(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())))
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-def env(serve, monkeypatch):
-    for k in ("SEGUE_ENDPOINT", "SEGUE_CLIENT", "PYTHONPATH"):
-        monkeypatch.setenv(k, serve.env[k])
 
 
 def run_python(project: rs.Project) -> rs.Project:
