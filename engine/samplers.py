@@ -54,7 +54,7 @@ def _denoise(denoiser: Callable, x: torch.Tensor, sigma: float, guide: Optional[
 
 
 def _finish_step(x_next: torch.Tensor, i: int, n: int, sigma_next: float, *, consistency, generator,
-                 callback, cancel) -> torch.Tensor:
+                 callback) -> torch.Tensor:
     if consistency is not None:
         x_next = consistency(x_next, sigma_next, generator)
     if callback is not None:
@@ -83,7 +83,7 @@ def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, gu
         if guide is not None:
             x_next = guide.apply(x_next, grad, sigma, sigma_next)
         x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback, cancel=cancel)
+                         callback=callback)
     return x
 
 
@@ -107,18 +107,15 @@ def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, gu
         d = (x - x0) / sigma
         x_next = x + (sigma_next - sigma) * d
         if sigma_next > 0:
-            if guide is not None and guide.step_mode == "posterior":
-                x0_2, _ = _denoise(denoiser, x_next, sigma_next, guide, cond)
-            else:
-                with torch.no_grad():
-                    s = torch.full((x.shape[0],), sigma_next, dtype=x.dtype, device=x.device)
-                    x0_2 = denoiser(x_next, s, cond)
+            # The corrector is guided only where guidance lives in the denoiser (posterior mode).
+            posterior = guide is not None and guide.step_mode == "posterior"
+            x0_2, _ = _denoise(denoiser, x_next, sigma_next, guide if posterior else None, cond)
             d2 = (x_next - x0_2) / sigma_next
             x_next = x + (sigma_next - sigma) * (d + d2) / 2
         if guide is not None:
             x_next = guide.apply(x_next, grad, sigma, sigma_next)
         x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback, cancel=cancel)
+                         callback=callback)
     return x
 
 

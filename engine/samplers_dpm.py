@@ -98,5 +98,5 @@ def sample_dpmpp_2m_sde(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tenso
             x_next = guide.apply(x_next, grad, sigma, sigma_next)
         old_x0, h_last = x0, h
         x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback, cancel=cancel)
+                         callback=callback)
     return x

@@ -217,7 +217,7 @@ def sample_pingpong(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, guide=No
         if guide is not None:
             x_next = guide.apply(x_next, grad, sigma, sigma_next)
         x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback, cancel=cancel)
+                         callback=callback)
     return x
 
 
