@@ -107,8 +107,11 @@ def similarity_fill(w: Window, gap_start: int, gap_stop: int, *, need_after: boo
 
 # ---------------------------------------------------------------- tasks
 
+MODEL = None  # set in main: the model under test
+
+
 def run_model(req: RenderRequest, model_name: str) -> tuple[np.ndarray, float]:
-    r = render_audio(req, model=get_model(model_name))
+    r = render_audio(req, model=MODEL if MODEL is not None else get_model(model_name))
     return r.audio, r.elapsed_s
 
 
@@ -120,6 +123,7 @@ def region_task(w: Window, task: str, args) -> dict[str, np.ndarray]:
     x = w.audio
     req = RenderRequest(task=task, audio=(PCMAudio(x, RATE),), start_s=GAP[0], end_s=GAP[1], span="full",
                         steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
+                        step_mode=args.step_mode, sampler=args.sampler,
                         context_s=2.0, seam_ms=SEAM_MS)
     full, elapsed = run_model(req, args.model)
     out = {"model": full}
@@ -141,6 +145,7 @@ def continuation_task(w: Window, args) -> dict[str, np.ndarray]:
     x = w.audio
     req = RenderRequest(task="continue", audio=(PCMAudio(x[:, :cut], RATE),), duration_s=WIN_S - CONT_CTX_S,
                         span="full", steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
+                        step_mode=args.step_mode, sampler=args.sampler,
                         context_s=CONT_CTX_S, seam_ms=SEAM_MS)
     full, elapsed = run_model(req, args.model)
     out = {"model": full[:, :total]}
@@ -164,7 +169,8 @@ def transition_task(wa: Window, wb: Window, args) -> tuple[dict[str, np.ndarray]
     join = s(WIN_S / 2)
     req = RenderRequest(task="transition", audio=(PCMAudio(wa.audio, RATE), PCMAudio(wb.audio, RATE)),
                         start_s=WIN_S / 2, b_start_s=WIN_S / 2, crossfade_s=XF_S, span="full", steps=args.steps,
-                        seed=args.seed, guidance_scale=args.xi, model=args.model, context_s=2.0, seam_ms=SEAM_MS)
+                        seed=args.seed, guidance_scale=args.xi, model=args.model,
+                        step_mode=args.step_mode, sampler=args.sampler, context_s=2.0, seam_ms=SEAM_MS)
     full, elapsed = run_model(req, args.model)
     mix = np.concatenate([wa.audio[:, :join], wb.audio[:, join:]], axis=1)
     g0, g1 = join - s(XF_S) // 2, join + s(XF_S) - s(XF_S) // 2
@@ -209,15 +215,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--xi", type=float, default=None, help="guidance scale; default: the model's")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-mode", default=None, help="guidance step mode (default: the model's)")
+    p.add_argument("--sampler", default="ddim")
     p.add_argument("--tasks", default="infill,regenerate,continue,transition")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", type=Path, default=None, help="builtin weights folder (default: the shipped one)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     windows = held_out_windows(args.data, args.windows)
     embed = DSPEmbedder()
-    model = get_model(args.model)
+    global MODEL
+    if args.weights is not None:
+        from engine.models.builtin import load_builtin
+
+        MODEL = load_builtin(args.weights)
+    model = MODEL if MODEL is not None else get_model(args.model)
     report = {"model": args.model, "windows": len(windows), "steps": args.steps or model.default_steps,
               "xi": args.xi if args.xi is not None else model.guidance_scale,
               "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
