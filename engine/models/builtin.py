@@ -25,7 +25,7 @@ TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corp
                  "python -m engine.training.train --config cpu --out runs/cpu --export-to engine/models/weights")
 # Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
 DEFAULT_GUIDANCE_SCALE = 3e-2
-DEFAULT_STEPS = 12
+DEFAULT_STEPS = 32
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
