@@ -8,7 +8,6 @@ as its `reaper` table. Renders go through `segue-client` to a real daemon (analy
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 

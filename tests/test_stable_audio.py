@@ -2,7 +2,6 @@
 and guided infill keeps the context. Tiny random-weight components, CPU, a few seconds."""
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import warnings

@@ -3,7 +3,6 @@ StableAudio3Pipeline / StableAudio3InpaintPipeline on tiny random components; gu
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import pytest
 import torch

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from ..denoiser import VPredictionDenoiser
 from ..errors import ModelNotFound
 from .base import Model, register_model

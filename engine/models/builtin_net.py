@@ -23,7 +23,7 @@ element's own log power and t (shared by all bins): the classic SNR-driven gain.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,6 @@ infill against it on the same windows.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any, Optional
