@@ -108,35 +108,11 @@ def similarity_fill(w: Window, gap_start: int, gap_stop: int, *, need_after: boo
 # ---------------------------------------------------------------- tasks
 
 MODEL = None  # set in main: the model under test
-ABLATION = None  # set by --ablate-context: the same weights without the context input (guidance only)
-ABLATION_ROW = "model, guidance only"
 
 
 def run_model(req: RenderRequest, model_name: str) -> tuple[np.ndarray, float]:
     r = render_audio(req, model=MODEL if MODEL is not None else get_model(model_name))
     return r.audio, r.elapsed_s
-
-
-def run_models(req: RenderRequest, model_name: str, crop: int | None = None) -> tuple[dict[str, np.ndarray], float]:
-    """The model's render (and the ablation's, when asked for) as {row name: full timeline}."""
-    full, elapsed = run_model(req, model_name)
-    out = {"model": full[:, :crop] if crop else full}
-    if ABLATION is not None:
-        full_a = render_audio(req, model=ABLATION).audio
-        out[ABLATION_ROW] = full_a[:, :crop] if crop else full_a
-    return out, elapsed
-
-
-def without_context(model):
-    """The same network and transform, given no context: what guidance alone does with these weights."""
-    from engine.denoiser import VPredictionDenoiser
-    from engine.models.base import Model
-
-    d = model.denoiser
-    plain = VPredictionDenoiser(d.net, sample_rate=d.sample_rate, channels=d.channels, sigma_data=d.sigma_data)
-    return Model(name=model.name, denoiser=plain, autoencoder=model.autoencoder,
-                 default_guidance_scale=model.default_guidance_scale, default_steps=model.default_steps,
-                 default_step_mode=model.default_step_mode, info=model.info)
 
 
 def region_task(w: Window, task: str, args) -> dict[str, np.ndarray]:
@@ -149,7 +125,8 @@ def region_task(w: Window, task: str, args) -> dict[str, np.ndarray]:
                         steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
                         step_mode=args.step_mode, sampler=args.sampler,
                         context_s=2.0, seam_ms=SEAM_MS)
-    out, elapsed = run_models(req, args.model)
+    full, elapsed = run_model(req, args.model)
+    out = {"model": full}
     for name, fill in (("silence", np.zeros((2, n), np.float32)),
                        ("crossfade", crossfade_fill(x[:, a - n:a], x[:, b:b + n])),
                        ("similarity", similarity_fill(w, a, b, need_after=True))):
@@ -170,7 +147,8 @@ def continuation_task(w: Window, args) -> dict[str, np.ndarray]:
                         span="full", steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
                         step_mode=args.step_mode, sampler=args.sampler,
                         context_s=CONT_CTX_S, seam_ms=SEAM_MS)
-    out, elapsed = run_models(req, args.model, crop=total)
+    full, elapsed = run_model(req, args.model)
+    out = {"model": full[:, :total]}
     n = total - cut
     reps = int(np.ceil(n / cut))
     seam = s(SEAM_MS / 1000)
@@ -193,7 +171,7 @@ def transition_task(wa: Window, wb: Window, args) -> tuple[dict[str, np.ndarray]
                         start_s=WIN_S / 2, b_start_s=WIN_S / 2, crossfade_s=XF_S, span="full", steps=args.steps,
                         seed=args.seed, guidance_scale=args.xi, model=args.model,
                         step_mode=args.step_mode, sampler=args.sampler, context_s=2.0, seam_ms=SEAM_MS)
-    rows, elapsed = run_models(req, args.model)
+    full, elapsed = run_model(req, args.model)
     mix = np.concatenate([wa.audio[:, :join], wb.audio[:, join:]], axis=1)
     g0, g1 = join - s(XF_S) // 2, join + s(XF_S) - s(XF_S) // 2
     xfade = mix.copy()
@@ -201,7 +179,7 @@ def transition_task(wa: Window, wb: Window, args) -> tuple[dict[str, np.ndarray]
     xfade[:, g0:g1] = wa.audio[:, g0:g1] * fo + wb.audio[:, g0:g1] * fi
     silence = mix.copy()
     silence[:, g0:g1] = splice(mix, np.zeros_like(mix), g0, g1, s(SEAM_MS / 1000))
-    return {**rows, "crossfade": xfade, "silence": silence, "_elapsed": elapsed}, mix
+    return {"model": full, "crossfade": xfade, "silence": silence, "_elapsed": elapsed}, mix
 
 
 # ---------------------------------------------------------------- scoring
@@ -242,8 +220,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default="infill,regenerate,continue,transition")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", type=Path, default=None, help="builtin weights folder (default: the shipped one)")
-    p.add_argument("--ablate-context", action="store_true",
-                   help="also run the same weights without the context input (a row 'model, guidance only')")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -256,11 +232,6 @@ def main(argv: list[str] | None = None) -> None:
 
         MODEL = load_builtin(args.weights)
     model = MODEL if MODEL is not None else get_model(args.model)
-    global ABLATION
-    if args.ablate_context:
-        if not hasattr(model.denoiser, "context_conditioning"):
-            raise SystemExit(f"model {args.model!r} takes no context; --ablate-context needs a context model")
-        ABLATION = without_context(model)
     report = {"model": args.model, "windows": len(windows), "steps": args.steps or model.default_steps,
               "xi": args.xi if args.xi is not None else model.guidance_scale,
               "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",

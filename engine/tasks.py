@@ -111,8 +111,6 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
     sampler = get_sampler(request.sampler)
     extra = model.info.get("sampler_kwargs", {}) if request.sampler == "dpmpp_2m_sde" else {}
     cond = text_conditioning(model, request, padded / model.sample_rate)
-    if cond is None and any_known and hasattr(model.denoiser, "context_conditioning"):
-        cond = model.denoiser.context_conditioning(y, mask)
     out = sampler(model.denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency, cond=cond,
                   callback=tracker.step_callback(), cancel=tracker.cancel, generator=generator, **extra)
     with torch.no_grad():

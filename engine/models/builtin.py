@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from ..denoiser import VPredictionDenoiser
 from ..errors import ModelNotFound
 from .base import Model, register_model
-from .builtin_net import NetConfig, SpectralContext, SpectralUNet
+from .builtin_net import NetConfig, SpectralUNet
 from .spectral import SpectralTransform
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -26,14 +24,6 @@ TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corp
 # Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
 DEFAULT_GUIDANCE_SCALE = 3e-2
 DEFAULT_STEPS = 32
-
-
-class ContextDenoiser(VPredictionDenoiser):
-    """The built-in denoiser when its network also reads the window's known frames (see builtin_net)."""
-
-    def context_conditioning(self, latent: torch.Tensor, mask: torch.Tensor) -> SpectralContext:
-        """The cond for a window: its clean latent `latent` (1, C, T), `mask` (1, 1, T) = 1 where known."""
-        return SpectralContext(latent=latent * mask, mask=mask)
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
@@ -56,8 +46,7 @@ def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
     state = {k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")}
     net.load_state_dict(state)
     net.eval().requires_grad_(False)
-    kind = ContextDenoiser if net.cfg.context else VPredictionDenoiser
-    denoiser = kind(net, sample_rate=transform.sample_rate, channels=transform.latent_channels,
+    denoiser = VPredictionDenoiser(net, sample_rate=transform.sample_rate, channels=transform.latent_channels,
                                    sigma_data=float(meta.get("sigma_data", 1.0)))
     return Model(name="builtin", denoiser=denoiser, autoencoder=transform,
                  default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,

@@ -19,15 +19,6 @@ random phases cannot see how loud each bin is, and loudness per bin is what deci
 whether an element is signal or noise. So the log power of every bin (per stereo
 channel) enters the network beside the coefficients, and G is a small function of an
 element's own log power and t (shared by all bins): the classic SNR-driven gain.
-
-Context input (`context`): the clean latent of the known frames, its log power and
-the known-frame mask enter through their own zero-initialised 1x1 projection, added
-to the noisy input's. A small network trained for minutes cannot infer a gap's
-timbre and loudness from the context through guidance gradients alone (its
-Jacobian couples frames only weakly); seeing the context directly it can. Zero
-initialisation lets a context model start as the unconditional one it is tuned
-from, as in Stable Diffusion's inpainting fine-tune. Without a context (mask all
-zero) it is an unconditional model.
 """
 from __future__ import annotations
 
@@ -37,17 +28,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@dataclass(frozen=True)
-class SpectralContext:
-    """What a context model sees of the window: the clean latent where `mask` is 1.
-
-    latent: (1 or B, in_channels, frames); mask: (1 or B, 1, frames) in {0, 1}.
-    """
-
-    latent: torch.Tensor
-    mask: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -63,8 +43,6 @@ class NetConfig:
     # gain from each element's own noisy power (see SpectralUNet). False = the first weights.
     power_features: bool = False
     gain_hidden: int = 8
-    # Take a `SpectralContext` (known frames of the clean latent and their mask) as cond.
-    context: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,10 +103,6 @@ class SpectralUNet(nn.Module):
             self.gain_out = nn.Linear(e, cfg.gain_hidden)
             nn.init.zeros_(self.gain_out.weight)
             nn.init.zeros_(self.gain_out.bias)
-        if cfg.context:
-            self.ctx_inp = nn.Conv1d(cfg.in_channels + 2 * self.bins + 1, w[0], 1)
-            nn.init.zeros_(self.ctx_inp.weight)
-            nn.init.zeros_(self.ctx_inp.bias)
         self.down_blocks = nn.ModuleList(
             nn.ModuleList(ResBlock(w[i], e, g) for _ in range(cfg.blocks[i])) for i in range(len(w)))
         self.downs = nn.ModuleList(nn.Conv1d(w[i], w[i + 1], 3, stride=2, padding=1) for i in range(len(w) - 1))
@@ -139,7 +113,7 @@ class SpectralUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: SpectralContext | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must be (batch, {self.cfg.in_channels}, frames), got {tuple(x.shape)}")
         frames = x.shape[-1]
@@ -155,10 +129,6 @@ class SpectralUNet(nn.Module):
             h = self.inp(torch.cat([x, 0.5 * logp.reshape(b, 2 * self.bins, n)], dim=1))
         else:
             h = self.inp(x)
-        if self.cfg.context:
-            h = h + self._context_features(cond, x.shape[0], frames, pad, x.dtype, x.device)
-        elif cond is not None:
-            raise ValueError("this network takes no context (NetConfig.context is False)")
         skips = []
         for i, blocks in enumerate(self.down_blocks):
             for block in blocks:
@@ -174,23 +144,6 @@ class SpectralUNet(nn.Module):
         if self.cfg.power_features:
             mask = mask + self._element_gain(logp[..., :frames], emb)
         return add + mask * x_in
-
-    def _context_features(self, cond: SpectralContext | None, batch: int, frames: int, pad: int,
-                          dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The context projection (B, w0, padded frames); no context = every frame unknown."""
-        n = frames + pad
-        if cond is None:
-            latent = torch.zeros(batch, self.cfg.in_channels, n, dtype=dtype, device=device)
-            mask = torch.zeros(batch, 1, n, dtype=dtype, device=device)
-        else:
-            if cond.latent.shape[1:] != (self.cfg.in_channels, frames) or cond.mask.shape[-1] != frames:
-                raise ValueError(f"context latent {tuple(cond.latent.shape)} / mask {tuple(cond.mask.shape)} "
-                                 f"do not match x ({batch}, {self.cfg.in_channels}, {frames})")
-            mask = F.pad(cond.mask.to(dtype).expand(batch, 1, frames), (0, pad))
-            latent = F.pad(cond.latent.to(dtype).expand(batch, -1, frames), (0, pad)) * mask
-        logp = torch.log(latent.reshape(batch, 2, 2, self.bins, n).pow(2).mean(dim=2) + 1e-3)
-        logp = (0.5 * logp - 0.5 * math.log(1e-3)).reshape(batch, 2 * self.bins, n) * mask
-        return self.ctx_inp(torch.cat([latent, logp, mask], dim=1))
 
     def _element_gain(self, logp: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """G(log power of the element's bin, t), broadcast over re/im: (B, 4 * bins, T)."""

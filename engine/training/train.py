@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.builtin_net import NetConfig, SpectralContext, SpectralUNet
+from ..models.builtin_net import NetConfig, SpectralUNet
 from ..models.spectral import SAMPLE_RATE, SpectralTransform
 from .synth import synth_music
 
@@ -53,23 +53,13 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"
     seed: int = 0
-    # Context models (net.context): how often a crop has no context, a middle gap, or a known prefix,
-    # and the loss weight of the known frames (the gap's frames weigh 1).
-    context_probs: tuple[float, float, float] = (0.2, 0.5, 0.3)
-    known_loss_weight: float = 0.1
-    # Start from the EMA weights (and the bin scale) of another run's checkpoint; new layers keep their init.
-    init_from: str = ""
 
 
 CONFIGS: dict[str, TrainConfig] = {
     # What the shipped weights were trained with: ~1 h on two shared CPU cores.
     "cpu": TrainConfig(name="cpu", net=NetConfig(power_features=True), max_steps=5000, threads=1),
     # A real GPU run: the same network, bigger batches and longer crops, many more steps.
-    # The context model tuned from the "cpu" run's weights (what ships now): ~1.5 h on two CPU cores.
-    "cpu_ctx": TrainConfig(name="cpu_ctx", net=NetConfig(power_features=True, context=True), batch=6,
-                           crop_frames=384, lr=2e-4, warmup_steps=100, max_steps=6000, threads=2,
-                           init_from="runs/cpu/ckpt.pt"),
-    "gpu": TrainConfig(name="gpu", net=NetConfig(power_features=True, context=True), batch=48, crop_frames=512, lr=2e-4,
+    "gpu": TrainConfig(name="gpu", net=NetConfig(power_features=True), batch=48, crop_frames=512, lr=2e-4,
                        warmup_steps=1000, max_steps=300_000, ckpt_every_s=600.0,
                        eval_every_steps=2000, eval_items=64, device="cuda", threads=4),
     # A minute or two on CPU on synthetic audio: proves training runs, resumes and learns.
@@ -79,7 +69,6 @@ CONFIGS: dict[str, TrainConfig] = {
                         ema_decay=0.9, ckpt_every_s=1e9, eval_every_steps=1_000_000, eval_items=8,
                         scale_items=32),
 }
-CONFIGS["tiny_ctx"] = replace(CONFIGS["tiny"], name="tiny_ctx", net=replace(CONFIGS["tiny"].net, context=True))
 
 
 # ---------------------------------------------------------------- data
@@ -147,38 +136,13 @@ def estimate_bin_scale(cfg: TrainConfig, source: CropSource, seed: int) -> torch
 
 # ---------------------------------------------------------------- training
 
-def v_loss(net: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-           known: torch.Tensor | None = None, known_weight: float = 0.1) -> torch.Tensor:
-    """Mean squared error of v = a_t e - s_t x0 on the cosine schedule.
-
-    With `known` (B, 1, T) the net sees those frames of x0 as context, and they weigh
-    `known_weight` in the mean (copying them back is easy; the gap is the task).
-    """
+def v_loss(net: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of v = a_t e - s_t x0 on the cosine schedule."""
     a = torch.cos(t * math.pi / 2)[:, None, None]
     s = torch.sin(t * math.pi / 2)[:, None, None]
     x_t = a * x0 + s * noise
     v = a * noise - s * x0
-    if known is None:
-        return torch.mean((net(x_t, t) - v) ** 2)
-    err = (net(x_t, t, SpectralContext(latent=x0 * known, mask=known)) - v) ** 2
-    w = 1.0 - (1.0 - known_weight) * known
-    return (err * w).sum() / (w.sum() * x0.shape[1])
-
-
-def context_masks(rng: np.random.Generator, batch: int, frames: int,
-                  probs: tuple[float, float, float]) -> torch.Tensor:
-    """(B, 1, frames) known-frame masks: none, a middle gap (infill) or a known prefix (continuation)."""
-    m = np.zeros((batch, 1, frames), np.float32)
-    for i in range(batch):
-        kind = rng.choice(3, p=np.asarray(probs) / sum(probs))
-        if kind == 1:
-            gap = int(rng.integers(max(1, frames // 16), max(2, (frames * 5) // 8) + 1))
-            lo = int(rng.integers(frames // 32, max(frames // 32 + 1, frames - frames // 32 - gap) + 1))
-            m[i, 0] = 1
-            m[i, 0, lo:lo + gap] = 0
-        elif kind == 2:
-            m[i, 0, :int(rng.integers(frames // 8, (frames * 3) // 4 + 1))] = 1
-    return torch.from_numpy(m)
+    return torch.mean((net(x_t, t) - v) ** 2)
 
 
 def _step_rng(seed: int, step: int, stream: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -222,16 +186,6 @@ class Trainer:
         self.best_eval = float(st.get("best_eval", float("inf")))
         self._set_transform(st["bin_scale"])
 
-    def init_from(self, path: Path) -> None:
-        """Copy another run's EMA weights (the layers both nets have) and its bin scale."""
-        st = torch.load(path, map_location=self.device, weights_only=False)
-        missing, unexpected = self.net.load_state_dict(st["ema"], strict=False)
-        if unexpected or any(not k.startswith("ctx_inp.") for k in missing):
-            raise ValueError(f"{path} does not fit this network: missing {missing}, unexpected {unexpected}")
-        self.ema.load_state_dict(self.net.state_dict())
-        self._set_transform(st["bin_scale"])
-        print(f"initialised from {path} (step {st['step']}); new layers: {missing}", flush=True)
-
     def _set_transform(self, bin_scale: torch.Tensor) -> None:
         c = self.cfg
         self.transform = SpectralTransform(n_fft=c.n_fft, hop=c.hop, power=c.power,
@@ -252,12 +206,10 @@ class Trainer:
             x0 = self.transform.encode(audio)
         t = torch.rand(c.batch, generator=gen).to(self.device)
         noise = torch.randn(x0.shape, generator=gen).to(self.device)
-        known = (context_masks(rng, c.batch, x0.shape[-1], c.context_probs).to(self.device)
-                 if c.net.context else None)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = v_loss(self.net, x0, t, noise, known, c.known_loss_weight)
+            loss = v_loss(self.net, x0, t, noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), c.grad_clip)
@@ -271,32 +223,20 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, net: torch.nn.Module) -> float:
-        """v-loss on a fixed held-out batch at fixed noise levels (same every call).
-
-        Context models are scored on the infill task: the middle third unknown, loss on it only.
-        """
+        """v-loss on a fixed held-out batch at fixed noise levels (same every call)."""
         c = self.cfg
         rng, gen = _step_rng(c.seed, 2 ** 31, 1)
         audio = self.eval_src.batch(rng, c.eval_items, augment=False).to(self.device)
         x0 = self.transform.encode(audio)
         t = torch.linspace(0.05, 0.95, c.eval_items).to(self.device)
         noise = torch.randn(x0.shape, generator=gen).to(self.device)
-        known = None
-        if c.net.context:
-            n = x0.shape[-1]
-            known = torch.ones(c.eval_items, 1, n, device=self.device)
-            known[..., n // 3:2 * n // 3] = 0
-        losses = [float(v_loss(net, x0[i:i + 4], t[i:i + 4], noise[i:i + 4],
-                               None if known is None else known[i:i + 4], 0.0))
-                  for i in range(0, c.eval_items, 4)]
+        losses = [float(v_loss(net, x0[i:i + 4], t[i:i + 4], noise[i:i + 4])) for i in range(0, c.eval_items, 4)]
         return float(np.mean(losses))
 
     def run(self, *, max_minutes: float | None, stop_at: int | None = None, log_every: int = 10) -> None:
         """Train until max_steps, `stop_at` (a pause that keeps the schedule) or the time limit."""
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.transform is None and c.init_from:
-            self.init_from(Path(c.init_from))
         if self.transform is None:
             self._set_transform(estimate_bin_scale(c, self.train_src, c.seed))
         log_path = self.out / "log.csv"
@@ -351,8 +291,6 @@ def _config_dict(cfg: TrainConfig) -> dict:
 def config_from_dict(d: dict) -> TrainConfig:
     d = dict(d)
     d["net"] = NetConfig.from_dict(d["net"])
-    if "context_probs" in d:
-        d["context_probs"] = tuple(d["context_probs"])
     return TrainConfig(**d)
 
 
@@ -411,8 +349,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stop-at", type=int, default=None,
                    help="pause (checkpoint and exit) at this step without changing the lr schedule")
     p.add_argument("--threads", type=int, default=None, help="override the config's torch thread count")
-    p.add_argument("--init-from", type=Path, default=None,
-                   help="start from this checkpoint's EMA weights (override the config's init_from)")
     p.add_argument("--export-to", type=Path, default=None, help="also export the EMA weights here")
     p.add_argument("--export-only", action="store_true", help="export OUT/ckpt.pt without training")
     p.add_argument("--export-which", choices=["ema", "best"], default="ema")
@@ -429,8 +365,6 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, max_steps=args.max_steps)
     if args.threads is not None:
         cfg = replace(cfg, threads=args.threads)
-    if args.init_from is not None:
-        cfg = replace(cfg, init_from=str(args.init_from))
     torch.set_num_threads(cfg.threads)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("config 'gpu' needs a CUDA device; use --config cpu")
