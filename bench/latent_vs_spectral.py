@@ -80,13 +80,13 @@ class SpectralAutoencoder(nn.Module):
         return out[..., :frames]
 
 
-def ae_loss(out: torch.Tensor, z: torch.Tensor, bins: int) -> torch.Tensor:
+def ae_loss(out: torch.Tensor, z: torch.Tensor, bins: int, logpow_weight: float = 0.1) -> torch.Tensor:
     b, _, n = z.shape
 
     def logp(x: torch.Tensor) -> torch.Tensor:
         return torch.log(x.reshape(b, 2, 2, bins, n).pow(2).sum(dim=2) + 1e-4)
 
-    return F.mse_loss(out, z) + 0.1 * (logp(out) - logp(z)).abs().mean()
+    return F.mse_loss(out, z) + logpow_weight * (logp(out) - logp(z)).abs().mean()
 
 
 def held_out_regions(data_dir: Path, n: int) -> list[np.ndarray]:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--latent-channels", type=int, default=128)
     p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--logpow-weight", type=float, default=0.1, help="weight of the log-power L1 in the loss")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             z = transform.encode(source.batch(rng, 8, augment=True))
         for g in opt.param_groups:
             g["lr"] = 1e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * max(0.0, 1 - (time.time() - t0) / (60 * args.minutes)))
-        loss = ae_loss(ae(z), z, transform.bins)
+        loss = ae_loss(ae(z), z, transform.bins, args.logpow_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     level = float(np.mean([10 * math.log10((a ** 2).mean() + 1e-12) - 10 * math.log10((b ** 2).mean() + 1e-12)
                            for a, b in zip(recon, regions)]))
     report = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s)",
-              "autoencoder_parameters": params, "latent_channels": args.latent_channels, "train_steps": step,
+              "autoencoder_parameters": params, "latent_channels": args.latent_channels,
+              "logpow_weight": args.logpow_weight, "train_steps": step,
               "train_seconds": round(train_s), "final_loss": log[-1][2] if log else None,
               "reconstruction": {"log_mel_l1": l1, "fd_dsp": fd, "level_error_db": level},
               "windows": len(regions), "log": log}
