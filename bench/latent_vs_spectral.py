@@ -43,7 +43,11 @@ sys.path.insert(0, str(ROOT))
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.metrics import frechet_distance, multires_log_mel_l1  # noqa: E402
 from engine.models.builtin import load_builtin  # noqa: E402
+from engine.models.builtin_net import bin_log_power  # noqa: E402
 from engine.training.train import CONFIGS, CropSource  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from quality import GAP, held_out_windows  # noqa: E402
 
 RATE = 44100
 
@@ -66,18 +70,16 @@ class SpectralAutoencoder(nn.Module):
             nn.Conv1d(width, 4 * bins, 1))
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
-        b, _, n = z.shape
-        logp = torch.log(z.reshape(b, 2, 2, self.bins, n).pow(2).mean(dim=2) + 1e-3).reshape(b, 2 * self.bins, n)
+        logp = bin_log_power(z, self.bins).flatten(1, 2)
         return self.enc(torch.cat([z, 0.5 * logp], dim=1))
 
-    def decode(self, h: torch.Tensor, frames: int) -> torch.Tensor:
-        return self.dec(h)[..., :frames]
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dec(h)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Encode and decode; an odd frame count is padded by one frame and cropped back."""
         frames = z.shape[-1]
-        pad = frames % 2
-        out = self.decode(self.encode(F.pad(z, (0, pad))), frames + pad)
-        return out[..., :frames]
+        return self.decode(self.encode(F.pad(z, (0, frames % 2))))[..., :frames]
 
 
 def ae_loss(out: torch.Tensor, z: torch.Tensor, bins: int, logpow_weight: float = 0.1) -> torch.Tensor:
@@ -91,9 +93,6 @@ def ae_loss(out: torch.Tensor, z: torch.Tensor, bins: int, logpow_weight: float 
 
 def held_out_regions(data_dir: Path, n: int) -> list[np.ndarray]:
     """bench/quality.py's windows: the middle 2 s of a 6 s window 30 % into each held-out track."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from quality import GAP, held_out_windows
-
     return [w.audio[:, int(GAP[0] * RATE):int(GAP[1] * RATE)] for w in held_out_windows(data_dir, n)]
 
 
@@ -107,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--logpow-weight", type=float, default=0.1, help="weight of the log-power L1 in the loss")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.minutes <= 0 or args.windows < 2:
+        p.error("--minutes must be > 0 and --windows >= 2 (a Frechet distance needs two items)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     transform = spectral.autoencoder  # the exact STFT with the corpus's bin scale
     cfg = CONFIGS["cpu"]
     source = CropSource(cfg, "train", args.data)
+    regions = held_out_regions(args.data, args.windows)
     ae = SpectralAutoencoder(latent=args.latent_channels)
     opt = torch.optim.AdamW(ae.parameters(), lr=1e-3, weight_decay=0.0)
     params = sum(q.numel() for q in ae.parameters())
@@ -138,7 +140,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step} loss {float(loss):.4f} {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     train_s = time.time() - t0
 
-    regions = held_out_regions(args.data, args.windows)
     ae.eval()
     with torch.no_grad():
         recon = []

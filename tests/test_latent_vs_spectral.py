@@ -56,3 +56,17 @@ def test_a_few_steps_on_synthetic_music_lower_the_loss(bench):
         loss.backward()
         opt.step()
     assert float(bench.ae_loss(ae(z), z, transform.bins)) < 0.5 * first
+
+
+@pytest.mark.parametrize("argv", [["--windows", "1"], ["--minutes", "0"]])
+def test_a_budget_or_window_count_that_cannot_give_a_result_is_refused(bench, argv, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert "--windows >= 2" in capsys.readouterr().err
+
+
+def test_without_a_corpus_it_says_how_to_build_one_before_training(bench, tmp_path):
+    out = tmp_path / "out.json"
+    with pytest.raises(FileNotFoundError, match="engine.training.corpus"):
+        bench.main(["--data", str(tmp_path), "--minutes", "60", "--json", str(out)])
+    assert not out.exists()

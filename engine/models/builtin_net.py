@@ -59,6 +59,12 @@ class NetConfig:
         return 2 ** (len(self.widths) - 1)
 
 
+def bin_log_power(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """log of each bin's power per stereo channel, (B, 2, bins, T), from (B, 4 * bins, T) latents."""
+    b, _, n = x.shape
+    return torch.log(x.reshape(b, 2, 2, bins, n).pow(2).mean(dim=2) + 1e-3)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of t in [0, 1] (scaled by 1000 as in DDPM)."""
     half = dim // 2
@@ -125,7 +131,7 @@ class SpectralUNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.cfg.emb_dim).to(x.dtype))
         if self.cfg.power_features:
             b, _, n = x.shape
-            logp = torch.log(x.reshape(b, 2, 2, self.bins, n).pow(2).mean(dim=2) + 1e-3)  # (B, 2, bins, T)
+            logp = bin_log_power(x, self.bins)
             h = self.inp(torch.cat([x, 0.5 * logp.reshape(b, 2 * self.bins, n)], dim=1))
         else:
             h = self.inp(x)
