@@ -22,8 +22,8 @@ from .errors import InvalidRequest, ModelNotFound
 from .models import Model, load_model
 from .progress import CancelToken, ProgressCallback, ProgressTracker
 from .request import RenderRequest
-from .tasks import (StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, style,
-                    transition)
+from .style_task import style
+from .tasks import StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, transition
 
 _MODELS: dict[str, Model] = {}
 _MODELS_LOCK = threading.Lock()

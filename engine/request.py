@@ -24,6 +24,10 @@ RECON_LOSSES = ("l1", "l2", "mrstft")
 EMBED_LOSSES = ("l2", "cosine")
 SPANS = ("full", "region")
 BIT_DEPTHS = (16, 24, 32)
+PRIORS = ("similarity", "none")
+REFINE_SPANS = ("seams", "gap")
+MAX_SOURCES = 16
+MAX_VARIATIONS = 16
 
 MAX_DURATION_S = 600.0      # no single input or output may exceed ten minutes
 MAX_STEPS = 1000
@@ -102,6 +106,16 @@ class RenderRequest:
     style_t_range: tuple[float, float] = (0.0, 1.0)
     data_consistency: bool = True
     mix_k: float = 0.85
+    # retrieval prior (x_bar found in the user's audio): None -> the model's default
+    prior: Optional[str] = None
+    sources: tuple[str, ...] = ()            # extra files to search (the other clips of the DAW session)
+    candidate: int = 0                       # rank of the prior's candidate (0 = best match)
+    refine_strength: Optional[float] = None  # how far the model re-noises the prior (0 = the prior alone)
+    refine_span: Optional[str] = None        # regenerate only around the seams, or the whole gap
+    bpm: Optional[float] = None              # tempo hint from the DAW (the beat grid is still tracked)
+    beat_offset_s: Optional[float] = None    # a beat's time on the first input's timeline, from the DAW
+    variations: int = 1                      # takes rendered in one job (seed + i, candidate + i)
+    overwrite: bool = False                  # replace an existing output file (and its Segue sidecar)
     # output
     output: Optional[str] = None
     span: str = "full"
@@ -204,6 +218,23 @@ def validate(r: RenderRequest) -> None:
         raise InvalidRequest("native_inpaint applies to the infill task only")
     if not isinstance(r.data_consistency, bool):
         raise InvalidRequest("data_consistency must be true or false")
+    if r.prior is not None:
+        _choice("prior", r.prior, PRIORS)
+    if r.refine_span is not None:
+        _choice("refine_span", r.refine_span, REFINE_SPANS)
+    _finite("refine_strength", r.refine_strength, lo=0.0, hi=1.0, allow_none=True)
+    if not isinstance(r.sources, tuple) or not all(isinstance(x, str) and x.strip() for x in r.sources):
+        raise InvalidRequest("sources must be a list of audio file paths")
+    if len(r.sources) > MAX_SOURCES:
+        raise InvalidRequest(f"at most {MAX_SOURCES} sources can be searched, got {len(r.sources)}")
+    for name, value, hi in (("candidate", r.candidate, 1000), ("variations", r.variations, MAX_VARIATIONS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not (0 if name == "candidate" else 1) <= value <= hi:
+            raise InvalidRequest(f"{name} must be an integer within [{0 if name == 'candidate' else 1}, {hi}], "
+                                 f"got {value!r}")
+    _finite("bpm", r.bpm, lo=20.0, hi=400.0, allow_none=True)
+    _finite("beat_offset_s", r.beat_offset_s, lo=0.0, hi=MAX_DURATION_S, allow_none=True)
+    if not isinstance(r.overwrite, bool):
+        raise InvalidRequest("overwrite must be true or false")
 
     if r.task in ("infill", "regenerate"):
         _finite("start_s", r.start_s, lo=0.0, hi=MAX_DURATION_S)
@@ -254,11 +285,12 @@ def request_from_mapping(fields: Mapping[str, Any]) -> RenderRequest:
     if not isinstance(audio, (list, tuple)):
         raise InvalidRequest("audio must be a path or a list of paths")
     values["audio"] = tuple(audio)
-    for name in ("reference_embedding", "recon_t_range", "style_t_range"):
+    for name in ("reference_embedding", "recon_t_range", "style_t_range", "sources"):
         if isinstance(values.get(name), list):
             values[name] = tuple(values[name])
     for name in ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "strength", "context_s",
-                 "seam_ms", "guidance_scale", "recon_weight", "style_weight", "mix_k"):
+                 "seam_ms", "guidance_scale", "recon_weight", "style_weight", "mix_k", "refine_strength", "bpm",
+                 "beat_offset_s"):
         if isinstance(values.get(name), int) and not isinstance(values.get(name), bool):
             values[name] = float(values[name])
     try:
