@@ -4,7 +4,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.metrics import frechet_distance, multires_log_mel_l1, seam_continuity, seam_stats
+from engine.metrics import (
+    beat_offset_ms,
+    beat_period_s,
+    detectability,
+    dsp_features,
+    frechet_distance,
+    hf_share_error_db,
+    level_dip_db,
+    level_error_db,
+    multires_log_mel_l1,
+    onset_correlation,
+    seam_continuity,
+    seam_stats,
+    waveform_correlation,
+)
+from engine.regions import equal_power_curves
 
 RATE = 44100
 
@@ -61,3 +76,100 @@ def test_seam_continuity_compares_the_edit_with_the_original_at_the_same_places(
 def test_seam_too_close_to_the_edge_is_an_error():
     with pytest.raises(ValueError, match="needs"):
         seam_stats(_noise(1.0, 0), 100, RATE)
+
+
+def _clicks(seconds: float, bpm: float, offset_s: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A click track: 5 ms noise bursts on every beat starting at `offset_s`."""
+    n = int(seconds * RATE)
+    x = np.zeros(n, np.float32)
+    burst = 0.5 * np.random.default_rng(seed).standard_normal(int(0.005 * RATE)).astype(np.float32)
+    for t in np.arange(offset_s, seconds, 60.0 / bpm):
+        i = int(round(t * RATE))
+        x[i:i + len(burst)] = burst[:n - i]
+    return np.stack([x, x])
+
+
+def _tones(seconds: float, *parts: tuple[float, float]) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = sum(a * np.sin(2 * np.pi * f * t) for f, a in parts)
+    return np.stack([x, x]).astype(np.float32)
+
+
+def test_level_error_of_a_copy_at_twice_the_amplitude_is_plus_6_db():
+    x = _noise(1.0, 4)
+    assert level_error_db(2 * x, x) == pytest.approx(6.02, abs=0.01)
+    assert level_error_db(0.5 * x, x) == pytest.approx(-6.02, abs=0.01)
+    assert level_error_db(x, x) == 0.0
+
+
+def test_hf_share_error_is_the_db_ratio_of_the_energy_shares_above_6_khz():
+    # Equal powers at 1 kHz and 10 kHz: half the energy above 6 kHz. A fifth of it: 10 log10(0.2 / 0.5) dB.
+    half = _tones(1.0, (1000.0, 0.1), (10000.0, 0.1))
+    fifth = _tones(1.0, (1000.0, 0.2), (10000.0, 0.1))
+    assert hf_share_error_db(fifth, half, RATE) == pytest.approx(10 * np.log10(0.2 / 0.5), abs=0.1)
+    assert hf_share_error_db(half, half, RATE) == 0.0
+
+
+def test_onset_correlation_is_high_for_the_same_hits_and_low_for_hits_half_a_beat_late():
+    same = onset_correlation(_clicks(4.0, 120, seed=1), _clicks(4.0, 120, seed=2), RATE)
+    late = onset_correlation(_clicks(4.0, 120, offset_s=0.25), _clicks(4.0, 120), RATE)
+    assert same > 0.9
+    assert late < 0.2
+
+
+def test_waveform_correlation_tells_the_original_from_a_variation():
+    x = _noise(1.0, 5)
+    assert waveform_correlation(x, x) == pytest.approx(1.0)
+    assert abs(waveform_correlation(_noise(1.0, 6), x)) < 0.05
+    assert waveform_correlation(-x, x) == pytest.approx(-1.0)
+
+
+def test_level_dip_is_zero_for_an_equal_power_crossfade_and_1_76_db_for_a_linear_one():
+    a, b = _noise(3.0, 7), _noise(3.0, 8)
+    g0, g1 = RATE, 2 * RATE
+    fo, fi = equal_power_curves(g1 - g0)
+    lin = np.linspace(0, 1, g1 - g0, dtype=np.float32)
+    for fade_out, fade_in, dip in ((fo, fi, 0.0), (1 - lin, lin, 10 * np.log10(1.5))):
+        mix = np.concatenate([a[:, :g0], a[:, g0:g1] * fade_out + b[:, g0:g1] * fade_in, b[:, g1:]], axis=1)
+        assert level_dip_db(mix, g0, g1, RATE // 2) == pytest.approx(dip, abs=0.25)
+
+
+def test_beat_period_of_click_tracks_at_known_tempos_is_within_2_percent():
+    for bpm in (90.0, 128.0, 174.0):
+        assert beat_period_s(_clicks(8.0, bpm), RATE) == pytest.approx(60.0 / bpm, rel=0.02)
+
+
+def test_beat_offset_is_zero_on_a_continuous_grid_and_the_shift_after_a_late_join():
+    period = 0.5
+    steady = _clicks(8.0, 120)
+    assert abs(beat_offset_ms(steady, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE)) < 3.0
+    late = np.concatenate([steady[:, :4 * RATE], _clicks(8.0, 120, offset_s=0.1)[:, 4 * RATE:]], axis=1)
+    assert beat_offset_ms(late, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE) == pytest.approx(100.0, abs=5.0)
+    early = np.concatenate([steady[:, :4 * RATE], _clicks(8.0, 120, offset_s=0.45)[:, 4 * RATE:]], axis=1)
+    assert beat_offset_ms(early, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE) == pytest.approx(-50.0, abs=5.0)
+
+
+def _segment_features(audio: np.ndarray, seg_s: float) -> np.ndarray:
+    n = int(seg_s * RATE)
+    return np.stack([dsp_features(audio[:, i:i + n], RATE) for i in range(0, audio.shape[1] - n + 1, n)])
+
+
+def test_detector_is_near_chance_on_two_halves_of_one_noise():
+    noise = _noise(24.0, 9)
+    first, second = _segment_features(noise[:, :12 * RATE], 0.2), _segment_features(noise[:, 12 * RATE:], 0.2)
+    d = detectability(first, second)
+    assert d.n == len(first) + len(second) == 120
+    assert abs(d.accuracy - 0.5) < 3 * d.chance_stderr
+
+
+def test_detector_tells_noise_from_a_sine_almost_always():
+    noise = _segment_features(_noise(6.0, 10), 0.2)
+    sine = _segment_features(_tones(6.0, (440.0, 0.1)) + 0.001 * _noise(6.0, 11), 0.2)
+    assert detectability(noise, sine).accuracy > 0.95
+
+
+def test_detector_keeps_a_group_in_one_fold_and_needs_two_groups():
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    assert detectability(x, x + 5.0, [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 3]).accuracy == 1.0
+    with pytest.raises(ValueError, match="two groups"):
+        detectability(x, x, [0] * 8, [0] * 8)
