@@ -5,8 +5,8 @@ a lost reply (or a daemon restart) finds the same job instead of starting a
 second one; then it long-polls `wait` until the job ends, printing progress from
 the PUB socket to stderr.
 
-Exit status: 0 success (stdout: `PATH<TAB>OFFSET_S`, or one JSON object with
-`--json`), 1 the daemon reported an error, 2 a bad command line, 3 the daemon
+Exit status: 0 success (stdout: `PATH<TAB>OFFSET_S`, one line per take, or one JSON object with
+`--json`, a list of one per take when `--variations` is given), 1 the daemon reported an error, 2 a bad command line, 3 the daemon
 could not be reached or the time limit passed, 130 interrupted (the job is
 cancelled).
 """
@@ -46,6 +46,16 @@ class RenderResult:
     def to_json(self) -> dict:
         return {"id": self.id, "path": self.path, "offset_s": self.offset_s, "duration_s": self.duration_s,
                 "sample_rate": self.sample_rate}
+
+    @classmethod
+    def from_reply(cls, job_id: str, r: dict) -> "RenderResult":
+        return cls(id=job_id, path=str(r.get("path")), offset_s=float(r.get("offset_s", 0.0)),
+                   duration_s=float(r.get("duration_s", 0.0)), sample_rate=int(r.get("sample_rate", 44100)), raw=r)
+
+    @property
+    def takes(self) -> list["RenderResult"]:
+        """Every take of the job (a request with `variations` N has N; take 1 is this result itself)."""
+        return [RenderResult.from_reply(self.id, t) for t in self.raw.get("takes") or [self.raw]]
 
 
 class ClientError(SegueError):
@@ -219,10 +229,7 @@ class SegueClient:
                 raise
             lost_since = None
             if obj.get("type") == "done":
-                r = obj.get("result") or {}
-                return RenderResult(id=job_id, path=str(r.get("path")), offset_s=float(r.get("offset_s", 0.0)),
-                                    duration_s=float(r.get("duration_s", 0.0)),
-                                    sample_rate=int(r.get("sample_rate", 44100)), raw=r)
+                return RenderResult.from_reply(job_id, obj.get("result") or {})
 
     def render(self, params: dict, *, pcm: Sequence[PCMAudio] = (), job_id: Optional[str] = None,
                timeout_s: Optional[float] = None, on_progress: Optional[ProgressFn] = None) -> RenderResult:
@@ -253,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--model")
     p.add_argument("--span", choices=("region", "full"))
+    p.add_argument("--variations", type=int, help="takes to render in one job (take i: seed + i); "
+                                                    "--json then prints a list of them")
+    p.add_argument("--bpm", type=float, help="tempo hint from the DAW (beats per minute)")
+    p.add_argument("--beat-offset", type=float, help="a beat's time in AUDIO, seconds (with --bpm)")
     p.add_argument("-o", "--output", help="output WAV path (inside the daemon's output folder)")
     p.add_argument("--endpoint", default=os.environ.get("SEGUE_ENDPOINT", protocol.DEFAULT_ENDPOINT))
     p.add_argument("--token", default=os.environ.get("SEGUE_TOKEN"))
@@ -269,7 +280,8 @@ def params_from_args(args: argparse.Namespace) -> dict:
     for opt, field_name in (("start", "start_s"), ("end", "end_s"), ("duration", "duration_s"),
                             ("b_start", "b_start_s"), ("crossfade", "crossfade_s"), ("preset", "preset"),
                             ("strength", "strength"), ("steps", "steps"), ("seed", "seed"), ("model", "model"),
-                            ("span", "span")):
+                            ("span", "span"), ("variations", "variations"), ("bpm", "bpm"),
+                            ("beat_offset", "beat_offset_s")):
         v = getattr(args, opt)
         if v is not None:
             params[field_name] = v
@@ -312,10 +324,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 3 if e.code in (UNREACHABLE, protocol.TIMEOUT) else 1
     finally:
         client.close()
-    if args.json:
+    if args.json and args.variations is not None:
+        print(json.dumps([take.to_json() for take in result.takes]))
+    elif args.json:
         print(json.dumps(result.to_json()))
     else:
-        print(f"{result.path}\t{result.offset_s:g}")
+        for take in result.takes:
+            print(f"{take.path}\t{take.offset_s:g}")
     return 0
 
 

@@ -29,7 +29,7 @@ from .protocol import Limits, Message
 
 log = logging.getLogger("segue.daemon")
 
-RENDER_ENTRY = "engine.render:render"
+RENDER_ENTRY = "engine.render:render_takes"   # a list of takes (one unless the request asks for variations)
 QUICK_DEATH_S = 10.0      # a worker dying this soon after it started is restarted with a growing delay
 MAX_RESTART_DELAY_S = 30.0
 

@@ -148,6 +148,12 @@ def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, out
             _run(conn, msg[1], msg[2], render, cache, token, output_dir)
 
 
+def _payload(result: Any) -> dict:
+    """One render result as a JSON-safe dict (paths as strings)."""
+    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
+    return {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in payload.items()}
+
+
 def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache: ModelCache,
          token: CancelToken, output_dir: str) -> None:
     last = [0.0]
@@ -163,8 +169,11 @@ def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache
         conn.send(("started", job_id, time.time()))
         token.raise_if_cancelled()
         result = render(request, model=model, progress=on_progress, cancel=token, output_dir=output_dir)
-        payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
-        payload = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in payload.items()}
+        if isinstance(result, (list, tuple)):  # render_takes: the first take's fields, and every take
+            takes = [_payload(r) for r in result]
+            payload = dict(takes[0], takes=takes)
+        else:
+            payload = _payload(result)
         conn.send(("done", job_id, payload, cache.loaded()))
     except SegueError as e:
         conn.send(("error", job_id, e.code, e.message, cache.loaded()))

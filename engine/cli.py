@@ -41,6 +41,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
     g.add_argument("--context", type=float, dest="context_s", help="seconds of context each side (default 2)")
     g.add_argument("--seam-ms", type=float, dest="seam_ms", help="equal-power seam length (default 50 ms)")
+    g.add_argument("--variations", type=int, help="takes to render (take i uses seed + i); --json prints a list")
+    g.add_argument("--bpm", type=float, help="tempo hint (beats per minute), e.g. from the DAW")
+    g.add_argument("--beat-offset", type=float, dest="beat_offset_s", help="a beat's time in the input (s)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="output .wav (default: next to the input's name, in the current folder)")
     o.add_argument("--span", choices=("full", "region"), help="write the whole edited clip (default) or the region only")
@@ -124,7 +127,7 @@ def _add_optional_subcommands(sub: Any) -> None:
 REQUEST_KEYS = ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "reference", "strength",
                 "context_s", "seam_ms", "model", "sampler", "steps", "seed", "guidance_scale", "step_mode",
                 "recon_loss", "recon_space", "recon_t_range", "style_weight", "style_t_range", "data_consistency", "mix_k", "output", "span",
-                "bit_depth", "preset", "prompt", "cfg_scale", "native_inpaint")
+                "bit_depth", "preset", "prompt", "cfg_scale", "native_inpaint", "variations", "bpm", "beat_offset_s")
 
 
 def request_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,30 +179,33 @@ def play(path: str) -> Optional[str]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .render import render
+    from .render import render_takes
 
     request = request_from_mapping(request_fields(args))
     cancel = CancelToken()
     try:
-        result = render(request, progress=None if args.quiet else ProgressBar(), cancel=cancel)
+        result = render_takes(request, progress=None if args.quiet else ProgressBar(), cancel=cancel)
     except KeyboardInterrupt:
         sys.stderr.write("\ncancelled; nothing was written\n")
         return EXIT_CANCELLED
     _report(args, result)
     if args.play:
-        msg = play(result.path)
+        msg = play(result[0].path)
         if msg:
             sys.stderr.write(msg + "\n")
     return 0
 
 
 def _report(args: argparse.Namespace, result: Any) -> None:
+    """One JSON object (a list of one per take with --variations), or one path per line."""
+    takes = result if isinstance(result, list) else [result]
     if getattr(args, "json", False):
-        print(json.dumps({"path": result.path, "sidecar": result.sidecar_path, "offset_s": result.offset_s,
-                          "duration_s": result.duration_s, "sample_rate": result.sample_rate,
-                          "seed": result.seed, "model": result.model}))
+        items = [{"path": r.path, "sidecar": r.sidecar_path, "offset_s": r.offset_s, "duration_s": r.duration_s,
+                  "sample_rate": r.sample_rate, "seed": r.seed, "model": r.model} for r in takes]
+        print(json.dumps(items if getattr(args, "variations", None) is not None else items[0]))
     else:
-        print(result.path)
+        for r in takes:
+            print(r.path)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

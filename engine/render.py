@@ -20,7 +20,7 @@ from . import __version__
 from .audio_io import check_readable, load_audio, sidecar_path, write_audio_atomic
 from .errors import InvalidRequest, ModelNotFound
 from .models import Model, load_model
-from .progress import CancelToken, ProgressCallback, ProgressTracker
+from .progress import CancelToken, ProgressCallback, ProgressEvent, ProgressTracker
 from .request import RenderRequest
 from .style_task import style
 from .tasks import StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, transition
@@ -183,3 +183,67 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
 
 def _plain(v: object) -> bool:
     return isinstance(v, (str, int, float, bool, type(None), list, dict))
+
+
+# ---- variations: N takes of one request in one job ------------------------------------------------
+
+def take_request(request: RenderRequest, index: int) -> RenderRequest:
+    """Take `index` of a variations request, as a single-take request of its own.
+
+    Take i uses seed + i and prior candidate + i, so its sidecar reruns exactly that take. With
+    more than one take an explicit output `x.wav` becomes `x.take1.wav`, `x.take2.wav`, ...
+    (default names differ anyway: they hash the request, seed included)."""
+    if not 0 <= index < request.variations:
+        raise InvalidRequest(f"take {index} is outside the {request.variations} take(s) of this request")
+    output = request.output
+    if output is not None and request.variations > 1:
+        p = Path(output)
+        output = str(p.with_name(f"{p.stem}.take{index + 1}{p.suffix}"))
+    return request.replace(seed=request.seed + index, candidate=request.candidate + index, variations=1,
+                           output=output)
+
+
+def _take_progress(progress: Optional[ProgressCallback], index: int, count: int,
+                   t0: float) -> Optional[ProgressCallback]:
+    """One progress scale over all takes (take 2 of 4 runs from 25 % to 50 %), ETA over the whole job."""
+    if progress is None:
+        return None
+
+    def on_step(ev: ProgressEvent) -> None:
+        step, total = index * ev.total + ev.step, count * ev.total
+        elapsed = time.monotonic() - t0
+        eta = elapsed / step * (total - step) if step else None
+        progress(ProgressEvent(step, total, elapsed, eta, ev.stage))
+    return on_step
+
+
+def render_takes(request: RenderRequest, *, model: Optional[Model] = None,
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+                 output_dir: Optional[str | Path] = None) -> list[RenderResult]:
+    """Render the request's `variations` takes one after the other; each gets its own WAV and sidecar.
+
+    All take requests are built (and validated) before the first render. If a take fails or the
+    job is cancelled, the takes this call already wrote are removed again (files that existed
+    before the job are left alone), so a job ends with all its takes or none. Takes are separate
+    renders, not one batch: measured in bench/variations.py, batching through the built-in model
+    on CPU is not faster per take (see BENCHMARKS.md)."""
+    takes = [take_request(request, i) for i in range(request.variations)]
+    model = model if model is not None else get_model(request.model)
+    t0 = time.monotonic()
+    results: list[RenderResult] = []
+    new_files: list[Path] = []
+    try:
+        for i, take in enumerate(takes):
+            out = Path(take.output) if take.output is not None else default_output_path(
+                take, Path(output_dir) if output_dir is not None else Path.cwd())
+            existed = out.exists()
+            result = render(take, model=model, progress=_take_progress(progress, i, len(takes), t0),
+                            cancel=cancel, output_dir=output_dir)
+            if not existed:
+                new_files += [Path(result.path), Path(result.sidecar_path)]
+            results.append(result)
+    except BaseException:
+        for f in new_files:
+            f.unlink(missing_ok=True)
+        raise
+    return results
