@@ -1,14 +1,19 @@
 """OSC front end: `/segue/<task> ...` over UDP, replies to the sender or to a named reply port.
 
-Datagrams are parsed with python-osc's packet parser inside our own receive
-loop, so a malformed or hostile datagram gets an `/segue/error` reply instead of
-being dropped silently, and bundles are never delayed by their time tags.
+Datagrams are parsed by `bridge.osc_parse` (bounds-checked; python-osc's own
+parser hangs on a negative bundle element size), so a malformed or hostile
+datagram is dropped with an `/segue/error` reply, and bundles are never delayed by
+their time tags. One thread only reads the socket into an in-memory queue (with a
+large `SO_RCVBUF`), another handles what was read, so a burst of clients is not
+lost in the kernel while a job is being recorded. Log lines caused by clients are
+rate-limited.
 Positional arguments carry paths and times; optional settings travel as
 `key=value` strings (see bridge/PROTOCOL.md). Render messages become the same
 `Message` the ZeroMQ front end builds, and go through `JobManager.submit`.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import socket
@@ -17,12 +22,12 @@ import time
 from typing import Any, Optional
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
 
 from engine.errors import SegueError
 
 from . import protocol
 from .daemon import JobEvent, JobManager
+from .osc_parse import parse_packet
 from .protocol import Limits, Message, ProtocolError, check_token, is_loopback_host
 
 log = logging.getLogger("segue.osc")
@@ -31,6 +36,10 @@ DEFAULT_PORT = 9010
 MAX_DATAGRAM = 65507
 PROGRESS_MIN_STEP = 0.05     # OSC progress replies: at most one per 5 % ...
 PROGRESS_MIN_INTERVAL_S = 0.25  # ... unless this long has passed
+RCVBUF_BYTES = 8 * 1024 * 1024  # asked of the kernel (Linux caps it at net.core.rmem_max)
+INBOX_MAX_BYTES = 32 * 1024 * 1024  # datagrams read but not yet handled; beyond this new ones are dropped
+LOG_BURST = 20                  # client-caused log lines per key and window ...
+LOG_WINDOW_S = 60.0             # ... after which they are counted, not written
 
 # Positional arguments of each render address, as request fields.
 POSITIONAL: dict[str, tuple[str, ...]] = {
@@ -165,25 +174,65 @@ class OscServer:
         self.token = token
         self.limits = limits or manager.config.limits
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        except OSError:  # keep the system default
+            pass
+        self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.sock.bind((host, port))
         self.sock.settimeout(0.1)
         self.address = self.sock.getsockname()[:2]
         self._sent_progress: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._inbox: "collections.deque[tuple[bytes, tuple, float]]" = collections.deque()
+        self._inbox_bytes = 0
+        self._inbox_ready = threading.Condition()
+        self.dropped = 0  # datagrams dropped because the inbox was full
+        self.logs = LogLimiter(log)
         manager.add_listener(self._on_event)
 
     def serve(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                data, sender = self.sock.recvfrom(MAX_DATAGRAM + 1)
-            except socket.timeout:
-                continue
-            except OSError as e:
-                if stop.is_set():
+        """Read datagrams into the inbox until `stop`; a second thread handles them."""
+        handler = threading.Thread(target=self._handle_inbox, args=(stop,), name="segue-osc-handle", daemon=True)
+        handler.start()
+        try:
+            while not stop.is_set():
+                try:
+                    data, sender = self.sock.recvfrom(MAX_DATAGRAM + 1)
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    if stop.is_set():
+                        return
+                    self.logs.warning("recv", "OSC receive failed (%s); still serving", e)  # e.g. a queued ICMP error
+                    continue
+                with self._inbox_ready:
+                    if self._inbox_bytes + len(data) > INBOX_MAX_BYTES:
+                        self.dropped += 1
+                        self.logs.warning("inbox", "OSC inbox full (%d bytes); dropped a datagram from %s",
+                                          self._inbox_bytes, sender[:2])
+                        continue
+                    self._inbox.append((data, sender[:2], time.time()))
+                    self._inbox_bytes += len(data)
+                    self._inbox_ready.notify()
+        finally:
+            with self._inbox_ready:
+                self._inbox_ready.notify_all()
+            handler.join(5.0)
+
+    def _handle_inbox(self, stop: threading.Event) -> None:
+        while True:
+            with self._inbox_ready:
+                while not self._inbox and not stop.is_set():
+                    self._inbox_ready.wait(0.1)
+                if not self._inbox:
                     return
-                log.warning("OSC receive failed (%s); still serving", e)  # e.g. an ICMP error queued on the socket
-                continue
-            self.handle_datagram(data, sender[:2], time.time())
+                data, sender, received_at = self._inbox.popleft()
+                self._inbox_bytes -= len(data)
+            try:
+                self.handle_datagram(data, sender, received_at)
+            except Exception:  # nothing a client sends may stop the handler
+                self.logs.exception("handle", "unexpected error handling an OSC datagram")
 
     def close(self) -> None:
         self.sock.close()
@@ -193,23 +242,22 @@ class OscServer:
         target = sender
         mid = ""
         try:
-            packet = OscPacket(data)
-            messages = [m.message for m in packet.messages]
-        except Exception as e:  # python-osc raises ParseError and, on hostile input, other errors too
-            self._send(target, "/segue/error", "", protocol.BAD_MESSAGE, f"not an OSC packet: {e}"[:500])
+            messages = parse_packet(data)
+        except SegueError as e:  # the whole datagram is dropped: nothing in it is acted on
+            self._send(target, "/segue/error", "", protocol.BAD_MESSAGE, f"not an OSC packet: {e.message}"[:500])
             return
         for osc in messages:
-            target = reply_target(sender, osc.params)
-            mid = peek_option(osc.params, "id") or ""
-            mid = mid if protocol.ID_PATTERN.match(mid) else ""
+            target = reply_target(sender, osc.args)
+            mid = peek_option(osc.args, "id") or ""
+            mid = mid if protocol.ID_PATTERN.fullmatch(mid) else ""
             try:
-                msg = decode_osc(osc.address, list(osc.params), self.limits)
+                msg = decode_osc(osc.address, list(osc.args), self.limits)
                 mid = msg.id
                 check_token(self.token, msg.token)
                 self._dispatch(msg, target, received_at)
             except Exception as e:
                 if not isinstance(e, SegueError):
-                    log.exception("unexpected error handling an OSC message")
+                    self.logs.exception("message", "unexpected error handling an OSC message")
                 err = protocol.error_reply(mid, e)["error"]
                 self._send(target, "/segue/error", mid, err["code"], err["message"][:1000])
 
@@ -273,4 +321,37 @@ class OscServer:
         try:
             self.sock.sendto(build(address, *args), target)
         except OSError as e:  # the peer is gone; the job stays queryable with /segue/status
-            log.warning("could not send %s to %s: %s", address, target, e)
+            self.logs.warning("send", "could not send %s to %s: %s", address, target, e)
+
+
+class LogLimiter:
+    """At most LOG_BURST lines per key and LOG_WINDOW_S; the rest are counted and summarised once.
+
+    Every OSC log line can be caused by whoever can send a datagram, so none may be unbounded."""
+
+    def __init__(self, logger: logging.Logger, burst: int = LOG_BURST, window_s: float = LOG_WINDOW_S) -> None:
+        self.logger, self.burst, self.window_s = logger, burst, window_s
+        self._state: dict[str, list] = {}  # key -> [window start, lines written, lines suppressed]
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            st = self._state.setdefault(key, [now, 0, 0])
+            if now - st[0] >= self.window_s:
+                if st[2]:
+                    self.logger.warning("%d more OSC log line(s) of kind %r were suppressed", st[2], key)
+                st[:] = [now, 0, 0]
+            if st[1] < self.burst:
+                st[1] += 1
+                return True
+            st[2] += 1
+            return False
+
+    def warning(self, key: str, fmt: str, *args: Any) -> None:
+        if self.allow(key):
+            self.logger.warning(fmt, *args)
+
+    def exception(self, key: str, fmt: str, *args: Any) -> None:
+        if self.allow(key):
+            self.logger.exception(fmt, *args)

@@ -36,7 +36,7 @@ REQUEST_TYPES = ("render", "wait", "status", "cancel", "jobs", "health", "unload
 # Messages the daemon sends (replies on the request socket, events on PUB / OSC).
 REPLY_TYPES = ("accepted", "status", "done", "error", "progress", "jobs", "health", "ok")
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")  # always used with fullmatch ("abc\n" is not "abc")
 
 # Error codes the bridge adds to engine.errors' codes (invalid_request, bad_audio,
 # model_not_found, bad_preset, cancelled, path_not_allowed, internal).
@@ -102,7 +102,7 @@ def new_id() -> str:
 
 
 def check_id(value: Any, *, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise ProtocolError(f"{what} must be 1-64 characters of A-Z a-z 0-9 _ . : -, got {value!r:.80}")
     return value
 
