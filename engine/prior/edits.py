@@ -1,0 +1,298 @@
+"""The prior x_bar for each task, found in the user's own audio.
+
+- infill / regenerate: the best (or, for variations, the n-th) span whose surroundings
+  match the region's on both sides, beat- and sample-aligned, spliced in.
+- continue: jump-back continuation. Play on from the earlier moment whose past best
+  matches the clip's last seconds, and jump again when that material runs out, so a clip
+  extends by minutes while keeping its beat phase.
+- transition: B tempo-matched to A (pedalboard's time_stretch), then the pair of
+  beat-aligned join points whose material matches best across the crossfade.
+
+Each returns the edited timeline and a `PriorInfo` for the sidecar, or None with a
+reason when nothing fits (the task then falls back and says so).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..regions import crossfade, equal_power_curves
+from .analysis import Analysis, analyse
+from .search import Candidate, align_to_sample, search_span
+
+SILENCE_DB = -70.0
+
+
+@dataclass
+class PriorInfo:
+    """The prior's choices, recorded in the sidecar so a render can be explained and reproduced."""
+
+    kind: str                                   # "similarity" or the fallback taken
+    segments: list[dict] = field(default_factory=list)   # source, source span (s), where it lands (s)
+    tempo_bpm: Optional[float] = None
+    beat_tracked: bool = False
+    match_ratio: Optional[float] = None          # best score / typical score (lower = more convincing)
+    candidate: int = 0
+    fallback: Optional[str] = None               # why the prior was not used
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+@dataclass
+class Source:
+    """An input the prior may copy from: its name (for the sidecar), audio and analysis."""
+
+    name: str
+    audio: np.ndarray
+    analysis: Analysis
+
+
+def make_sources(names: Sequence[str], audios: Sequence[np.ndarray], rate: int, *, bpm: Optional[float] = None,
+                 beat_offset_s: Optional[float] = None) -> list[Source]:
+    """Analyse each input once; the DAW's tempo hint applies to the first (the edited clip)."""
+    out = []
+    for i, (name, audio) in enumerate(zip(names, audios)):
+        hint = bpm if i == 0 else None
+        offset = beat_offset_s if i == 0 else None
+        out.append(Source(name, audio, analyse(audio, rate, bpm_hint=hint, beat_offset_s=offset)))
+    return out
+
+
+def _is_silent(audio: np.ndarray) -> bool:
+    if audio.size == 0:
+        return True
+    return 10 * np.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20) < SILENCE_DB
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    return audio.mean(axis=0)
+
+
+def _segment(src: Source, start: int, length: int, at: int, rate: int) -> dict:
+    return {"source": src.name, "source_start_s": round(start / rate, 6), "source_end_s": round((start + length) / rate, 6),
+            "at_s": round(at / rate, 6)}
+
+
+def infill_prior(sources: list[Source], start: int, stop: int, *, context_s: float, seam: int, candidate: int = 0,
+                 exclude_original: bool = True) -> tuple[Optional[np.ndarray], PriorInfo]:
+    """The first source's timeline with [start, stop) replaced by the `candidate`-th best span.
+
+    The region's own audio is never compared or copied (it is what is being replaced).
+    """
+    target = sources[0]
+    rate = target.analysis.sample_rate
+    length = stop - start
+    a = target.audio
+    ctx = int(context_s * rate)
+    around = np.concatenate([a[:, max(0, start - ctx):start], a[:, stop:stop + ctx]], axis=1)
+    info = PriorInfo(kind="similarity", tempo_bpm=target.analysis.tempo_bpm, beat_tracked=target.analysis.has_beat,
+                     candidate=candidate)
+    if _is_silent(around):
+        info.kind, info.fallback = "none", "the context around the region is silent"
+        return None, info
+    cands = search_span(target.analysis, start, stop, [s.analysis for s in sources], context_s=context_s,
+                        exclude_self=(start, stop) if exclude_original else None,
+                        max_candidates=max(8, candidate + 1))
+    if not cands:
+        info.kind = "none"
+        info.fallback = ("no span of the audio has matching surroundings "
+                         "(the clip is too short for a region this long, or the sources are at another tempo)")
+        return None, info
+    c = cands[min(candidate, len(cands) - 1)]
+    info.candidate = cands.index(c)
+    src = sources[c.source]
+    off = align_to_sample(_mono(a), _mono(src.audio), start, stop, c.offset,
+                          exclude=(start, stop) if c.source == 0 else None)
+    s0 = start + off
+    if s0 < 0 or s0 + length > src.audio.shape[1]:
+        off = c.offset
+        s0 = start + off
+    timeline = a.copy()
+    timeline[:, start:stop] = _spliced(a, src.audio[:, s0:s0 + length], start, stop, seam)
+    info.match_ratio = c.match_ratio
+    info.segments.append(_segment(src, s0, length, start, rate))
+    info.extra = {"score": c.score, "candidates": len(cands)}
+    return timeline, info
+
+
+def _spliced(a: np.ndarray, fill: np.ndarray, start: int, stop: int, seam: int) -> np.ndarray:
+    """`fill` for [start, stop), with equal-power seams inside the region (it replaces exactly that region).
+
+    A seam fades from the region's own audio only where that audio is there: over a
+    dropout (silence) the sample-aligned fill starts directly, since fading in from
+    silence would leave a hole at each edge.
+    """
+    region = fill.astype(np.float32).copy()
+    seam = min(seam, (stop - start) // 2)
+    if seam > 0:
+        if not _is_silent(a[:, start:start + seam]):
+            region[:, :seam] = crossfade(a[:, start:start + seam], region[:, :seam])
+        if not _is_silent(a[:, stop - seam:stop]):
+            region[:, -seam:] = crossfade(region[:, -seam:], a[:, stop - seam:stop])
+    return region
+
+
+def continuation_prior(sources: list[Source], cut: int, duration: int, *, context_s: float, seam: int,
+                       candidate: int = 0, min_loop_s: float = 2.0) -> tuple[Optional[np.ndarray], PriorInfo]:
+    """The first source up to `cut`, continued for `duration` samples by jump-back copies.
+
+    `sources[0]` must hold only the material before the cut. Each jump lands where the
+    past best matches the stream's last `context_s` seconds, at least `min_loop_s` (and
+    four beats) back, with enough material after it to be worth the seam.
+    """
+    target = sources[0]
+    an = target.analysis
+    rate = an.sample_rate
+    info = PriorInfo(kind="similarity", tempo_bpm=an.tempo_bpm, beat_tracked=an.has_beat, candidate=candidate)
+    if _is_silent(target.audio[:, max(0, cut - int(context_s * rate)):cut]):
+        info.kind, info.fallback = "none", "the end of the clip is silent"
+        return None, info
+    min_loop = int(min_loop_s * rate)
+    if an.has_beat:
+        min_loop = max(min_loop, int(4 * 60.0 / an.tempo_bpm * rate))
+    pieces: list[np.ndarray] = [target.audio[:, :cut]]
+    made = 0
+    si, q = 0, cut                      # the stream ends where source si's material ends at q
+    ratios = []
+    guard = 0
+    while made < duration:
+        guard += 1
+        if guard > 10_000:
+            break
+        need = duration - made
+        min_tail = min(need + seam, min_loop)
+
+        def allowed(idx: int, starts: np.ndarray, _si=si, _q=q) -> np.ndarray:
+            if idx != _si:
+                return np.ones(len(starts), bool)
+            return starts <= _q - min_loop
+
+        srcs = [s.analysis for s in sources]
+        cands = search_span(srcs[si], q, q, srcs, context_s=context_s, right=False, min_tail=min_tail,
+                            same_source=si, allowed=allowed, max_candidates=max(4, candidate + 1),
+                            separation=max(min_loop // 2, 1))
+        if not cands:
+            if made == 0:
+                info.kind = "none"
+                info.fallback = (f"the clip is too short to continue from itself "
+                                 f"(needs more than {(min_loop + int(context_s * rate)) / rate:.1f} s before the cut)")
+                return None, info
+            break
+        c = cands[min(candidate, len(cands) - 1)]
+        src = sources[c.source]
+        cur = sources[si]
+        off = align_to_sample(_mono(cur.audio[:, :q]), _mono(src.audio), q, q, c.offset, right=False)
+        p = q + off
+        if p < 0 or p + min_tail > src.audio.shape[1]:
+            p = q + c.offset
+        end = src.audio.shape[1] if c.source != 0 else cut
+        take = min(end - p, need + seam)
+        piece = src.audio[:, p:p + take].astype(np.float32)
+        stream_end = cut + made
+        info.segments.append(_segment(src, p, take, stream_end, rate))
+        ratios.append(c.match_ratio)
+        # Seam: where the current source goes on past q, its own continuation fades into the jump
+        # target; at the cut itself there is none, and the sample-aligned target follows directly.
+        cur_end = cut if si == 0 else cur.audio.shape[1]
+        if seam > 0 and q + seam <= cur_end and piece.shape[1] >= seam:
+            piece[:, :seam] = crossfade(cur.audio[:, q:q + seam], piece[:, :seam])
+        pieces.append(piece[:, :min(take, need)] if take > need else piece)
+        made += min(take, need)
+        si, q = c.source, p + min(take, need)
+    stream = np.concatenate(pieces, axis=1)[:, :cut + duration]
+    if stream.shape[1] < cut + duration:
+        stream = np.pad(stream, ((0, 0), (0, cut + duration - stream.shape[1])))
+    info.match_ratio = float(np.mean(ratios)) if ratios else None
+    info.extra = {"jumps": len(info.segments)}
+    return stream, info
+
+
+def tempo_match(a: Analysis, b: Analysis, max_ratio: float = 1.5) -> float:
+    """The stretch factor that brings B to A's tempo (octave-folded; 1.0 without two beat grids)."""
+    if not (a.has_beat and b.has_beat):
+        return 1.0
+    r = a.tempo_bpm / b.tempo_bpm
+    best = min((r * f for f in (0.5, 1.0, 2.0)), key=lambda x: abs(np.log(x)))
+    if not 1 / max_ratio <= best <= max_ratio or abs(best - 1.0) < 0.005:
+        return 1.0
+    return float(best)
+
+
+def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
+                     search_s: float = 4.0) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
+    """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
+
+    Returns (B as placed, its analysis, join in A, join in B, info). Without beat grids
+    the requested joins stand and only the tempo match is skipped.
+    """
+    import pedalboard
+
+    an_a = a_src.analysis
+    rate = an_a.sample_rate
+    an_b0 = analyse(b_audio, rate)
+    factor = tempo_match(an_a, an_b0)
+    if factor != 1.0:
+        b = pedalboard.time_stretch(np.ascontiguousarray(b_audio, np.float32), float(rate), stretch_factor=factor)
+        b = np.ascontiguousarray(b[:, :], np.float32)
+        an_b = analyse(b, rate, bpm_hint=an_a.tempo_bpm)
+        join_b = int(round(join_b / factor))
+    else:
+        b, an_b = b_audio, an_b0
+    info = PriorInfo(kind="similarity", tempo_bpm=an_a.tempo_bpm, beat_tracked=an_a.has_beat and an_b.has_beat)
+    info.extra = {"tempo_b_bpm": an_b0.tempo_bpm, "stretch_factor": factor}
+    half = xf // 2
+    ja_ok = lambda j: half <= j <= a_src.audio.shape[1] - (xf - half)  # noqa: E731
+    jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
+    if info.beat_tracked:
+        zone = int(search_s * rate)
+        cand_a = [int(x) for x in an_a.beats if join_a - zone <= x <= join_a + rate // 4 and ja_ok(x)]
+        cand_b = [int(x) for x in an_b.beats if join_b - rate // 4 <= x <= join_b + zone and jb_ok(x)]
+        if cand_a and cand_b:
+            best = None
+            for ja in cand_a:
+                fa = _frames(an_a, ja - half, ja + (xf - half))
+                for jb in cand_b:
+                    fb = _frames(an_b, jb - half, jb + (xf - half))
+                    n = min(len(fa), len(fb))
+                    if n == 0:
+                        continue
+                    d = float(np.mean((fa[:n] - fb[:n]) ** 2))
+                    # Prefer joins near the requested points: a tenth of unrelated material per search zone.
+                    d += 0.2 * (abs(ja - join_a) + abs(jb - join_b)) / max(zone, 1)
+                    if best is None or d < best[0]:
+                        best = (d, ja, jb)
+            if best is not None:
+                info.extra["join_score"] = best[0]
+                join_a, join_b = best[1], best[2]
+        else:
+            info.fallback = "no beats near the requested join points; joined where asked"
+    info.segments = [
+        {"source": a_src.name, "source_start_s": 0.0, "source_end_s": round(join_a / rate, 6), "at_s": 0.0},
+        {"source": b_name, "source_start_s": round(join_b * factor / rate, 6),
+         "source_end_s": round(b_audio.shape[1] / rate, 6), "at_s": round(join_a / rate, 6)},
+    ]
+    return b, an_b, join_a, join_b, info
+
+
+def _frames(an: Analysis, start: int, stop: int) -> np.ndarray:
+    k0 = max(0, start // an.hop)
+    k1 = min(an.frames, max(k0, stop // an.hop))
+    return an.features[k0:k1]
+
+
+def seam_mask(length: int, seams: Sequence[int], half_width: int) -> np.ndarray:
+    """(length,) bool, True away from every seam: what a seams-only refinement keeps as known."""
+    keep = np.ones(length, bool)
+    for s in seams:
+        keep[max(0, s - half_width):min(length, s + half_width)] = False
+    return keep
+
+
+__all__ = ["Candidate", "PriorInfo", "Source", "continuation_prior", "infill_prior", "make_sources", "seam_mask",
+           "tempo_match", "transition_prior"]
