@@ -24,8 +24,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from . import request as rq
-from .errors import PresetError
+from . import schema
+from .effects import StyleChain, parse_style_tables
+from .errors import InvalidRequest, PresetError
 
 PRESET_KINDS = ("task", "style")
 ENV_PRESET_PATH = "SEGUE_PRESETS"
@@ -33,25 +34,9 @@ BUILTIN_DIR = Path(__file__).resolve().parents[1] / "presets"
 PROBE_SECONDS = 1.0
 PROBE_TOLERANCE = 1e-3
 
-# key -> (kind, lower, upper) for numbers, or ("choice", attribute of engine.request) for names.
-_SETTINGS: dict[str, tuple] = {
-    "steps": ("int", 1, rq.MAX_STEPS),
-    "sampler": ("choice", "SAMPLER_NAMES"),
-    "step_mode": ("choice", "STEP_MODES"),
-    "guidance_scale": ("float", 0.0, 1e6),
-    "recon_loss": ("choice", "RECON_LOSSES"),
-    "recon_weight": ("float", 0.0, 1e6),
-    "recon_space": ("choice", "RECON_SPACES"),
-    "style_loss": ("choice", "EMBED_LOSSES"),
-    "style_weight": ("float", 0.0, 1e6),
-    "seam_ms": ("float", 0.0, 2000.0),
-    "context_s": ("float", 0.0, 60.0),
-    "crossfade_s": ("float", 0.05, 60.0),
-    "strength": ("float", 1e-6, 1.0),
-    "data_consistency": ("bool",),
-    "mix_k": ("float", 0.0, 1.0),
-}
-_TOP_KEYS = {"name", "kind", "task", "description", "settings", "reference"}
+# The request fields a preset's [settings] may set, with their checks: from the one schema.
+_SETTINGS: dict[str, schema.FieldSpec] = {s.name: s for s in schema.FIELDS if s.preset}
+_TOP_KEYS = {"name", "kind", "task", "description", "settings", "reference", "chain", "style"}
 _REFERENCE_KEYS = {"audio", "embedding", "source"}
 _EMBEDDING_KEYS = {"embedder", "dim", "vector", "probe", "source", "audio_seconds"}
 
@@ -79,6 +64,7 @@ class Preset:
     settings: dict[str, Any] = field(default_factory=dict)
     reference: Optional[StyleReference] = None
     path: Optional[str] = None
+    style: Optional[StyleChain] = None   # style presets: effect chain, tone, guidance weights
 
 
 def preset_dirs() -> list[Path]:
@@ -144,8 +130,8 @@ def parse_preset(data: dict[str, Any], *, path: Optional[Path] = None) -> Preset
     if kind not in PRESET_KINDS:
         raise fail(f"kind must be one of {', '.join(PRESET_KINDS)}, got {kind!r}")
     task = data.get("task")
-    if task not in rq.TASKS:
-        raise fail(f"task must be one of {', '.join(rq.TASKS)}, got {task!r}")
+    if task not in schema.TASKS:
+        raise fail(f"task must be one of {', '.join(schema.TASKS)}, got {task!r}")
     if kind == "style" and task != "style":
         raise fail(f"a style preset must have task = \"style\", got {task!r}")
     description = data.get("description", "")
@@ -163,34 +149,25 @@ def parse_preset(data: dict[str, Any], *, path: Optional[Path] = None) -> Preset
         reference = _parse_reference(data["reference"], path, fail)
     elif "reference" in data:
         raise fail("only style presets take a [reference]")
+    style = parse_style_tables(data, where, kind)
     return Preset(name=name, kind=kind, task=task, description=description, settings=settings,
-                  reference=reference, path=str(path) if path is not None else None)
+                  reference=reference, path=str(path) if path is not None else None, style=style)
 
 
 def _check_setting(key: str, value: Any, fail) -> Any:
+    """One [settings] value, checked by the request field's own declaration."""
     spec = _SETTINGS.get(key)
     if spec is None:
         raise fail(f"unknown setting {key!r}; allowed: {', '.join(sorted(_SETTINGS))}")
-    kind = spec[0]
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise fail(f"{key} must be true or false, got {value!r}")
-        return value
-    if kind == "choice":
-        options = getattr(rq, spec[1], None)
-        if options is None:  # a request field this engine version does not have
-            raise fail(f"setting {key!r} is not supported by this engine version")
-        if value not in options:
-            raise fail(f"{key} must be one of {', '.join(options)}, got {value!r}")
-        return value
-    lo, hi = spec[1], spec[2]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail(f"{key} must be a number, got {value!r}")
-    if kind == "int" and not isinstance(value, int):
-        raise fail(f"{key} must be an integer, got {value!r}")
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise fail(f"{key} must be within [{lo}, {hi}], got {value!r}")
-    return int(value) if kind == "int" else float(value)
+    if value is None:   # TOML has no null, but a decoded mapping might
+        raise fail(f"{key} must have a value")
+    try:
+        value = schema.check_value(spec, value, type(None))
+    except InvalidRequest as e:
+        raise fail(e.message) from None
+    if key == "strength" and value == 0.0:
+        raise fail("strength must be above 0 (0 would return the input unchanged)")
+    return value
 
 
 def _parse_reference(ref: Any, path: Optional[Path], fail) -> StyleReference:
@@ -337,6 +314,8 @@ def describe(preset: Preset) -> dict[str, Any]:
     if ref is not None:
         out["reference"] = {"source": ref.source, "audio": ref.audio, "embedding_file": ref.embedding_file,
                             "embedder": ref.embedder, "dim": len(ref.vector) if ref.vector else None}
+    if preset.style is not None:
+        out["style"] = preset.style.describe()
     return out
 
 
