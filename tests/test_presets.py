@@ -200,7 +200,8 @@ def test_cli_list_and_show():
     args.out = out
     assert args.func(args) == 0
     shown = json.loads(out.getvalue())
-    assert shown["settings"]["strength"] == 0.7 and shown["reference"]["dim"] == 274
+    assert shown["settings"]["strength"] == 1.0 and shown["reference"]["dim"] == 274
+    assert shown["style"]["tone"] == "dark" and shown["style"]["chain"][0].startswith("HighShelfFilter(")
 
 
 def test_cli_reports_unknown_preset_with_code(capsys):
