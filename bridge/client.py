@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import zmq
 
+from engine import schema
 from engine.errors import SegueError
 from engine.request import TASKS, PCMAudio
 
@@ -245,50 +246,33 @@ class SegueClient:
 # ---- command line ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    """The task, its input files, every request field with a flag (engine/schema.py), and the client's own options."""
     p = argparse.ArgumentParser(prog="segue-client", description="Render one clip through a running Segue daemon.")
     p.add_argument("task", choices=TASKS)
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="input file(s); transition takes two")
-    p.add_argument("--start", type=float, help="region start / join point in AUDIO, seconds")
-    p.add_argument("--end", type=float, help="region end, seconds")
-    p.add_argument("--duration", type=float, help="seconds to generate (continue)")
-    p.add_argument("--b-start", type=float, help="join point in AUDIO2, seconds (transition)")
-    p.add_argument("--crossfade", type=float, help="crossfade length, seconds (transition)")
-    p.add_argument("--preset")
-    p.add_argument("--reference", help="reference audio file (style)")
-    p.add_argument("--strength", type=float)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--model")
-    p.add_argument("--span", choices=("region", "full"))
-    p.add_argument("--variations", type=int, help="takes to render in one job (take i: seed + i); "
-                                                    "--json then prints a list of them")
-    p.add_argument("--bpm", type=float, help="tempo hint from the DAW (beats per minute)")
-    p.add_argument("--beat-offset", type=float, help="a beat's time in AUDIO, seconds (with --bpm)")
-    p.add_argument("-o", "--output", help="output WAV path (inside the daemon's output folder)")
-    p.add_argument("--endpoint", default=os.environ.get("SEGUE_ENDPOINT", protocol.DEFAULT_ENDPOINT))
-    p.add_argument("--token", default=os.environ.get("SEGUE_TOKEN"))
-    p.add_argument("--timeout", type=float, help="give up (and cancel the job) after this many seconds")
-    p.add_argument("--id", help="request id (default: a fresh one); reuse it to re-attach to the same job")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    schema.add_cli_options(p, group_titles=lambda spec: "request fields (see bridge/PROTOCOL.md)")
+    c = p.add_argument_group("client")
+    c.add_argument("--endpoint", default=os.environ.get("SEGUE_ENDPOINT", protocol.DEFAULT_ENDPOINT))
+    c.add_argument("--token", default=os.environ.get("SEGUE_TOKEN"))
+    c.add_argument("--timeout", type=float, help="give up (and cancel the job) after this many seconds")
+    c.add_argument("--id", help="request id (default: a fresh one); reuse it to re-attach to the same job")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
 
 
 def params_from_args(args: argparse.Namespace) -> dict:
-    """Command-line options -> request fields (paths made absolute; unset options left to the daemon)."""
+    """Command-line options -> request fields (unset options left to the daemon).
+
+    Input paths are made absolute against this folder; a relative `-o` is left relative,
+    and the daemon places it in its output folder (the only place it writes).
+    """
     params: dict[str, Any] = {"task": args.task, "audio": [os.path.abspath(a) for a in args.audio]}
-    for opt, field_name in (("start", "start_s"), ("end", "end_s"), ("duration", "duration_s"),
-                            ("b_start", "b_start_s"), ("crossfade", "crossfade_s"), ("preset", "preset"),
-                            ("strength", "strength"), ("steps", "steps"), ("seed", "seed"), ("model", "model"),
-                            ("span", "span"), ("variations", "variations"), ("bpm", "bpm"),
-                            ("beat_offset", "beat_offset_s")):
-        v = getattr(args, opt)
-        if v is not None:
-            params[field_name] = v
-    if args.reference is not None:
-        params["reference"] = os.path.abspath(args.reference)
-    if args.output is not None:
-        params["output"] = os.path.abspath(args.output)
+    params.update(schema.fields_from_args(args))
+    if params.get("reference") is not None:
+        params["reference"] = os.path.abspath(params["reference"])
+    if params.get("sources"):
+        params["sources"] = [os.path.abspath(s) for s in params["sources"]]
     return params
 
 

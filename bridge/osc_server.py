@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from engine import schema
 from engine.errors import SegueError
 
 from . import protocol
@@ -49,14 +50,8 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
     "transition": ("audio", "audio"),
     "style": ("audio",),
 }
-# key=value options: OSC key -> (request field, type).
-OPTIONS: dict[str, tuple[str, type]] = {
-    "start": ("start_s", float), "end": ("end_s", float), "duration": ("duration_s", float),
-    "b_start": ("b_start_s", float), "crossfade": ("crossfade_s", float), "reference": ("reference", str),
-    "strength": ("strength", float), "preset": ("preset", str), "steps": ("steps", int), "seed": ("seed", int),
-    "model": ("model", str), "sampler": ("sampler", str), "span": ("span", str), "output": ("output", str),
-    "context": ("context_s", float), "guidance_scale": ("guidance_scale", float), "bit_depth": ("bit_depth", int),
-}
+# key=value options: OSC key -> request field, declared once in engine/schema.py.
+OPTIONS: dict[str, schema.FieldSpec] = schema.osc_options()
 # Options about the message rather than the render.
 META = ("id", "reply_port", "token", "timeout")
 
@@ -88,9 +83,13 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> Message:
     for a in args:
         key = a.split("=", 1)[0] if isinstance(a, str) and "=" in a else None
         if key is not None and (key in OPTIONS or key in META):
+            value = a.split("=", 1)[1]
+            if key in OPTIONS and schema.repeatable(OPTIONS[key]):
+                options.setdefault(key, []).append(value)   # source=A source=B: a list of paths
+                continue
             if key in options:
                 raise ProtocolError(f"option {key} given twice")
-            options[key] = a.split("=", 1)[1]
+            options[key] = value
         else:
             positional.append(a)
     if "reply_port" in options:
@@ -118,8 +117,11 @@ def decode_osc(address: str, args: list, limits: Limits = Limits()) -> Message:
             else:
                 params[field_name] = _convert(field_name, value, float)
         for key, value in options.items():
-            field_name, kind = OPTIONS[key]
-            params[field_name] = _convert(key, value, kind)
+            spec = OPTIONS[key]
+            try:
+                params[spec.name] = value if isinstance(value, list) else schema.from_text(spec, value)
+            except ValueError as e:
+                raise ProtocolError(f"{key} {e}") from None
         return Message(type="render", id=mid, params=params, timeout_s=timeout, token=token)
     if name in ("cancel", "status", "wait"):
         if len(positional) != 1 or not isinstance(positional[0], str):

@@ -61,7 +61,8 @@ class PathPolicy:
         """The resolved path of a readable regular file inside an input root, within the size limit."""
         real = _real(self._check_text(path, what))
         if not any(_inside(real, r) for r in self.input_roots):
-            raise PathNotAllowed(f"{what} {path!r:.200} is outside the allowed roots {list(self.input_roots)}")
+            raise PathNotAllowed(f"{what} {path!r:.200} is outside the allowed roots {list(self.input_roots)}; "
+                                 "start the daemon with `--allow-root DIR` to allow another folder")
         try:
             st = os.stat(real)
         except OSError as e:
@@ -80,7 +81,8 @@ class PathPolicy:
         if not name or name in (".", ".."):
             raise PathNotAllowed(f"{what} {path!r:.200} does not name a file")
         if not _inside(parent, self.output_root):
-            raise PathNotAllowed(f"{what} {path!r:.200} is outside the output root {self.output_root!r}")
+            raise PathNotAllowed(f"{what} {path!r:.200} is outside the output root {self.output_root!r} "
+                                 "(the daemon's `--output-dir`; a relative output is placed there)")
         target = os.path.join(parent, name)
         if os.path.islink(target):
             raise PathNotAllowed(f"{what} {path!r:.200} is a symbolic link; refusing to write through it")
@@ -104,8 +106,13 @@ class PathPolicy:
             out["audio"] = [self.input(a, f"audio[{i}]") if isinstance(a, str) else a for i, a in enumerate(audio)]
         if isinstance(out.get("reference"), str):
             out["reference"] = self.input(out["reference"], "reference path")
+        if isinstance(out.get("sources"), (list, tuple)):
+            out["sources"] = [self.input(s, f"sources[{i}]") for i, s in enumerate(out["sources"])]
         if out.get("output") is not None:
-            out["output"] = self.output(out["output"])
+            output = out["output"]
+            if isinstance(output, str) and output and not os.path.isabs(output):
+                output = os.path.join(self.output_root, output)   # relative outputs land in the output folder
+            out["output"] = self.output(output)
         preset = out.get("preset")
         if isinstance(preset, str) and (preset.endswith(".toml") or "/" in preset or os.sep in preset
                                         or "\\" in preset):

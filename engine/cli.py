@@ -15,85 +15,53 @@ from typing import Any, Optional, Sequence
 from . import __version__
 from .errors import SegueError
 from .progress import CancelToken, ProgressEvent
+from . import schema
 from .request import request_from_mapping
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampling and guidance")
-    g.add_argument("--model", help="model name (default: builtin), e.g. builtin, analytic, stable-audio:/path")
-    g.add_argument("--preset", help="a preset name or .toml path; explicit options override it")
-    g.add_argument("--steps", type=int, help="sampling steps (default 50)")
-    g.add_argument("--seed", type=int, help="random seed (default 0); the same seed reproduces a render")
-    g.add_argument("--sampler", choices=("ddim", "ddpm", "heun"))
-    g.add_argument("--guidance-scale", type=float, dest="guidance_scale",
-                   help="step size xi (default: the model's, 3e-2 latent / 3e-3 waveform)")
-    g.add_argument("--step-mode", choices=("fixed", "normalized", "posterior"), dest="step_mode")
-    g.add_argument("--loss", choices=("l1", "l2", "mrstft"), dest="recon_loss", help="reconstruction loss")
-    g.add_argument("--recon-space", choices=("latent", "audio"), dest="recon_space")
-    g.add_argument("--recon-t-range", type=float, nargs=2, dest="recon_t_range", metavar=("T_MIN", "T_MAX"),
-                   help="diffusion times in [0, 1] at which the reconstruction loss acts (default 0 1)")
-    g.add_argument("--no-data-consistency", action="store_const", const=False, dest="data_consistency",
-                   help="guide by the gradient alone (no replacement of the known context)")
-    g.add_argument("--prompt", help="text prompt, for models that take one (Stable Audio)")
-    g.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
-    g.add_argument("--context", type=float, dest="context_s", help="seconds of context each side (default 2)")
-    g.add_argument("--seam-ms", type=float, dest="seam_ms", help="equal-power seam length (default 50 ms)")
-    g.add_argument("--variations", type=int, help="takes to render (take i uses seed + i); --json prints a list")
-    g.add_argument("--bpm", type=float, help="tempo hint (beats per minute), e.g. from the DAW")
-    g.add_argument("--beat-offset", type=float, dest="beat_offset_s", help="a beat's time in the input (s)")
-    o = p.add_argument_group("output")
-    o.add_argument("-o", "--output", help="output .wav (default: next to the input's name, in the current folder)")
-    o.add_argument("--span", choices=("full", "region"), help="write the whole edited clip (default) or the region only")
-    o.add_argument("--bit-depth", type=int, choices=(16, 24, 32), dest="bit_depth")
+_GROUPS = {"start_s": "region", "end_s": "region", "duration_s": "region", "b_start_s": "region",
+           "crossfade_s": "region", "reference": "style", "strength": "style", "style_loss": "style",
+           "style_weight": "style", "style_t_range": "style", "prior": "retrieval prior", "sources": "retrieval prior",
+           "candidate": "retrieval prior", "refine_strength": "retrieval prior", "refine_span": "retrieval prior",
+           "bpm": "retrieval prior", "beat_offset_s": "retrieval prior", "output": "output", "span": "output",
+           "bit_depth": "output", "variations": "output", "overwrite": "output"}
+
+TASK_HELP = {
+    "infill": "fill a region from the audio around it",
+    "regenerate": "regenerate a region, keeping some of the original",
+    "continue": "continue a clip past a cut point",
+    "transition": "make a transition from clip A into clip B",
+    "style": "push a clip toward a reference style",
+}
+
+
+def _group_title(spec: schema.FieldSpec) -> str:
+    return _GROUPS.get(spec.name, "sampling and guidance")
+
+
+def _add_task_parser(sub: Any, task: str) -> argparse.ArgumentParser:
+    """One task subcommand: its inputs, then every request field that applies to it (from engine/schema.py)."""
+    p = sub.add_parser(task, help=TASK_HELP[task])
+    p.add_argument("audio", help="input audio file" + (" (clip A)" if task == "transition" else ""))
+    if task == "transition":
+        p.add_argument("audio_b", help="clip B")
+    schema.add_cli_options(p, task=task, group_titles=_group_title)
+    o = p.add_argument_group("result")
     o.add_argument("--play", action="store_true", help="play the result through the default audio device")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     o.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segue", description="Guided diffusion editing of music.")
     parser.add_argument("--version", action="version", version=f"segue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    for task, help_text in (("infill", "fill a region from the audio around it"),
-                            ("regenerate", "regenerate a region, keeping some of the original")):
-        p = sub.add_parser(task, help=help_text)
-        p.add_argument("audio")
-        p.add_argument("--start", type=float, required=True, dest="start_s", help="region start (s)")
-        p.add_argument("--end", type=float, required=True, dest="end_s", help="region end (s)")
-        if task == "regenerate":
-            p.add_argument("--mix", type=float, dest="mix_k", help="noise share k of the start (default 0.85)")
-        else:
-            p.add_argument("--native-inpaint", action="store_const", const=True, dest="native_inpaint",
-                           help="use the model's trained inpainting path (Stable Audio 3 inpaint) instead of guidance")
-        _add_common(p)
-
-    p = sub.add_parser("continue", help="continue a clip past a cut point")
-    p.add_argument("audio")
-    p.add_argument("--duration", type=float, required=True, dest="duration_s", help="seconds to generate")
-    p.add_argument("--start", type=float, dest="start_s", help="cut point (s, default: the end of the clip)")
-    _add_common(p)
-
-    p = sub.add_parser("transition", help="make a transition from clip A into clip B")
-    p.add_argument("audio")
-    p.add_argument("audio_b")
-    p.add_argument("--start", type=float, dest="start_s", help="join point in A (s, default: its end)")
-    p.add_argument("--b-start", type=float, dest="b_start_s", help="join point in B (s, default 0)")
-    p.add_argument("--crossfade", type=float, dest="crossfade_s", help="regenerated crossfade length (default 2.5 s)")
-    _add_common(p)
-
-    p = sub.add_parser("style", help="push a clip toward a reference style")
-    p.add_argument("audio")
-    p.add_argument("--reference", help="reference audio file (or use a style --preset)")
-    p.add_argument("--strength", type=float, help="1 regenerates from noise; below 1 keeps more of the input")
-    p.add_argument("--start", type=float, dest="start_s")
-    p.add_argument("--end", type=float, dest="end_s")
-    p.add_argument("--style-weight", type=float, dest="style_weight")
-    p.add_argument("--style-t-range", type=float, nargs=2, dest="style_t_range", metavar=("T_MIN", "T_MAX"))
-    _add_common(p)
+    for task in schema.TASKS:
+        _add_task_parser(sub, task)
 
     _add_optional_subcommands(sub)
     p = sub.add_parser("models", help="list the models this installation can load")
@@ -124,19 +92,11 @@ def _add_optional_subcommands(sub: Any) -> None:
     p.set_defaults(func=serve_main)
 
 
-REQUEST_KEYS = ("start_s", "end_s", "duration_s", "b_start_s", "crossfade_s", "reference", "strength",
-                "context_s", "seam_ms", "model", "sampler", "steps", "seed", "guidance_scale", "step_mode",
-                "recon_loss", "recon_space", "recon_t_range", "style_weight", "style_t_range", "data_consistency", "mix_k", "output", "span",
-                "bit_depth", "preset", "prompt", "cfg_scale", "native_inpaint", "variations", "bpm", "beat_offset_s")
-
-
 def request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields a task subcommand's command line sets (options left out stay unset)."""
     fields: dict[str, Any] = {"task": args.command}
     fields["audio"] = (args.audio, args.audio_b) if args.command == "transition" else (args.audio,)
-    for key in REQUEST_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            fields[key] = tuple(value) if isinstance(value, list) else value
+    fields.update(schema.fields_from_args(args))
     return fields
 
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import InvalidRequest
+from .schema import REGION_OUT_OF_RANGE
+
 
 @dataclass(frozen=True)
 class Window:
@@ -35,7 +38,8 @@ class Window:
 def plan_window(total: int, gap_start: int, gap_stop: int, context: int) -> Window:
     """The gap plus up to `context` samples each side, clipped to [0, total)."""
     if not 0 <= gap_start < gap_stop <= total:
-        raise ValueError(f"gap [{gap_start}, {gap_stop}) must lie inside [0, {total})")
+        raise InvalidRequest(f"the region [{gap_start}, {gap_stop}) (samples) does not lie inside the audio's "
+                             f"[0, {total})", code=REGION_OUT_OF_RANGE)
     return Window(max(0, gap_start - context), min(total, gap_stop + context), gap_start, gap_stop)
 
 

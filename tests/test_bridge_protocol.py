@@ -22,7 +22,7 @@ from bridge.paths import PathPolicy
 from bridge.zmq_server import ZmqServer
 from bridge.protocol import Limits, decode_message
 from engine.errors import SegueError
-from engine.request import PCMAudio, RenderRequest, request_from_mapping
+from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest, request_from_mapping
 
 from bridge_fixtures import make_config, tone, write_wav
 
@@ -61,8 +61,8 @@ def test_frames_are_checked_against_their_descriptors():
                          "bad_message"),
         "bad reference": ([header(type="render", params={**params, "audio": {"frame": 3}}, frames=[desc]), good],
                           "bad_message"),
-        "eleven minutes": ([header(type="render", params=params,
-                                   frames=[{**desc, "shape": [2, 44100 * 660]}]), good], "too_large"),
+        "a minute past the limit": ([header(type="render", params=params, frames=[
+            {**desc, "shape": [2, 44100 * int(MAX_DURATION_S + 60)]}]), good], "too_large"),
         "nan samples": ([header(type="render", params=params, frames=[desc]),
                          np.full((2, 100), np.nan, "<f4").tobytes()], "invalid_request"),
     }
