@@ -175,15 +175,16 @@ def waveform_correlation(generated: np.ndarray, reference: np.ndarray) -> float:
 
 
 def level_dip_db(audio: np.ndarray, start: int, stop: int, side: int) -> float:
-    """How far [start, stop) sits below the material it joins (mean dB level of `side` samples either side).
+    """How far [start, stop) sits below the material it joins (the level of `side` samples either side, together).
 
-    Positive = a dip. An equal-power crossfade of unrelated material gives about 0;
-    a linear one about 1.76 dB (its power averages 2/3).
+    Positive = a dip. The sides' powers are averaged, which is what an equal-power
+    crossfade of unrelated material keeps, so it gives about 0 even between a quiet
+    and a loud clip; a linear one gives about 1.76 dB (its power averages 2/3).
     """
     if start - side < 0 or stop + side > audio.shape[1] or stop <= start:
         raise ValueError(f"a region [{start}, {stop}) needs {side} samples each side in {audio.shape[1]}")
-    sides = 0.5 * (rms_db(audio[:, start - side:start]) + rms_db(audio[:, stop:stop + side]))
-    return sides - rms_db(audio[:, start:stop])
+    sides = np.concatenate([audio[:, start - side:start], audio[:, stop:stop + side]], axis=1)
+    return rms_db(sides) - rms_db(audio[:, start:stop])
 
 
 def beat_period_s(audio: np.ndarray, sample_rate: int, bpm_range: tuple[float, float] = (60.0, 200.0),
