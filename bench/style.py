@@ -1,0 +1,203 @@
+"""Style presets on held-out music: how far each moves the colour, how much music it keeps, how fast.
+
+For every style preset, on excerpts of the corpus's *test* split (whole tracks the
+model never saw), through the real render path (`engine.render.render_audio`):
+- embedding distance to the preset's reference before and after (DSP embedder, the
+  groups weighted by the preset's `[style] weights`), and the share of the way moved;
+- long-term spectral centroid and the share of energy above 8 kHz, before and after;
+- chroma and onset-envelope correlation of the output with its input;
+- compute seconds per second of audio.
+Runs the chain alone (the default, refine_strength 0) at strength 0.5 and 1.0, the
+model's low-strength refinement on a subset (`--refine`), and times one whole track
+(`--track-s`, chain only). Writes JSON to bench/results/style.json and spectrogram
+PNGs before/after to bench/results/style/.
+
+Run: python bench/style.py [--clips 16] [--clip-s 10] [--refine 0.25] [--refine-clips 2] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import features as F  # noqa: E402
+from engine.embedders import load_embedder  # noqa: E402
+from engine.presets import apply_preset, embed, load_preset  # noqa: E402
+from engine.render import render_audio  # noqa: E402
+from engine.request import PCMAudio, request_from_mapping  # noqa: E402
+from engine.training.corpus import load_index, load_split  # noqa: E402
+
+RATE = 44100
+STYLES = ["lofi-warm", "bright-synth", "dark-ambient", "percussive", "strings-pad", "piano-clean"]
+
+
+def held_out(data_dir: Path, n: int, seconds: float) -> list[tuple[str, np.ndarray]]:
+    """`seconds` from 40 % into each test-split track (at most n tracks, one per group)."""
+    tracks, seen = [], set()
+    for t in load_index(data_dir):
+        if t.split == "test" and t.group not in seen and t.duration_s >= seconds + 2:
+            seen.add(t.group)
+            tracks.append(t)
+    pcm = load_split(data_dir, "test")
+    out = []
+    for t in tracks[:n]:
+        a = t.offset + int(0.4 * (t.frames - seconds * RATE))
+        clip = np.asarray(pcm[a:a + int(seconds * RATE)], dtype=np.float32).T / 32768.0
+        out.append((t.name, np.ascontiguousarray(clip)))
+    return out
+
+
+def whole_track(data_dir: Path, seconds: float) -> tuple[str, np.ndarray]:
+    """The first `seconds` of the longest test track that lasts at least that long."""
+    t = max((t for t in load_index(data_dir) if t.split == "test"), key=lambda t: t.frames)
+    pcm = load_split(data_dir, "test")
+    n = min(t.frames, int(seconds * RATE))
+    return t.name, np.ascontiguousarray(np.asarray(pcm[t.offset:t.offset + n], dtype=np.float32).T / 32768.0)
+
+
+def weights_vector(embedder, name: str) -> np.ndarray:
+    w = np.ones(embedder.dim)
+    for g, sl in embedder.slices.items():
+        w[sl] = load_preset(name).style.weights[g] ** 0.5
+    return w
+
+
+def style_once(name: str, clip: np.ndarray, **extra) -> tuple[np.ndarray, float]:
+    req = request_from_mapping(apply_preset({"task": "style", "audio": [PCMAudio(clip, RATE)], **extra}, name))
+    t0 = time.perf_counter()
+    out = render_audio(req).audio
+    return out, time.perf_counter() - t0
+
+
+def measure(name: str, clips, embedder, **extra) -> dict:
+    ref = np.asarray(load_preset(name).reference.vector)
+    w = weights_vector(embedder, name)
+    rows = []
+    for clip_name, x in clips:
+        y, secs = style_once(name, x, **extra)
+        d0 = float(np.linalg.norm(w * (embed(embedder, x) - ref)))
+        d1 = float(np.linalg.norm(w * (embed(embedder, y) - ref)))
+        rows.append({"clip": clip_name, "dist_before": d0, "dist_after": d1,
+                     "centroid_before": F.spectral_centroid(x, RATE), "centroid_after": F.spectral_centroid(y, RATE),
+                     "hf_db_before": F.hf_share_db(x, RATE), "hf_db_after": F.hf_share_db(y, RATE),
+                     "chroma_corr": F.chroma_correlation(y, x, RATE), "onset_corr": F.onset_correlation(y, x, RATE),
+                     "s_per_s": secs / (x.shape[1] / RATE)})
+    ratio = [r["centroid_after"] / r["centroid_before"] for r in rows]
+    moved = [1 - r["dist_after"] / r["dist_before"] for r in rows]
+    summary = {
+        "preset": name, "tone": load_preset(name).style.tone, "settings": extra, "clips": len(rows),
+        "centroid_ratio_mean": float(np.mean(ratio)), "centroid_ratio_min": float(np.min(ratio)),
+        "centroid_ratio_max": float(np.max(ratio)),
+        "centroid_before_hz": float(np.mean([r["centroid_before"] for r in rows])),
+        "centroid_after_hz": float(np.mean([r["centroid_after"] for r in rows])),
+        "hf_db_before": float(np.mean([r["hf_db_before"] for r in rows])),
+        "hf_db_after": float(np.mean([r["hf_db_after"] for r in rows])),
+        "chroma_corr_mean": float(np.mean([r["chroma_corr"] for r in rows])),
+        "chroma_corr_min": float(np.min([r["chroma_corr"] for r in rows])),
+        "onset_corr_mean": float(np.mean([r["onset_corr"] for r in rows])),
+        "onset_corr_min": float(np.min([r["onset_corr"] for r in rows])),
+        "dist_before": float(np.mean([r["dist_before"] for r in rows])),
+        "dist_after": float(np.mean([r["dist_after"] for r in rows])),
+        "share_moved_mean": float(np.mean(moved)),
+        "s_per_s_median": float(np.median([r["s_per_s"] for r in rows])),
+        "rows": rows,
+    }
+    return summary
+
+
+def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
+    """One PNG: the input's log spectrogram and each preset's output (chain, strength 1)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def spec(a: np.ndarray) -> np.ndarray:
+        p = F._power(a.mean(axis=0).astype(np.float64), 2048, 512)
+        return 10 * np.log10(p.T + 1e-10)
+
+    panels = [("input", clip)] + [(n, style_once(n, clip)[0]) for n in STYLES]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.0 * len(panels)), sharex=True)
+    ref_db = spec(clip).max()
+    for ax, (title, a) in zip(axes, panels):
+        s = spec(a)
+        ax.imshow(s, origin="lower", aspect="auto", vmin=ref_db - 90, vmax=ref_db, cmap="magma",
+                  extent=(0, a.shape[1] / RATE, 0, RATE / 2000))
+        ax.set_ylabel("kHz")
+        ax.set_title(f"{title}: centroid {F.spectral_centroid(a, RATE):.0f} Hz, "
+                     f">8 kHz {F.hf_share_db(a, RATE):.1f} dB", fontsize=9)
+    axes[-1].set_xlabel(f"seconds ({clip_name}, held-out)")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"spectrograms_{Path(clip_name).stem}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def line(s: dict) -> str:
+    return (f"| {s['preset']} | {s['tone']} | {s['settings']} | {s['centroid_before_hz']:.0f} -> {s['centroid_after_hz']:.0f} "
+            f"(x{s['centroid_ratio_mean']:.2f}, {s['centroid_ratio_min']:.2f}..{s['centroid_ratio_max']:.2f}) | "
+            f"{s['hf_db_before']:.1f} -> {s['hf_db_after']:.1f} | {s['chroma_corr_mean']:.3f} ({s['chroma_corr_min']:.3f}) | "
+            f"{s['onset_corr_mean']:.3f} ({s['onset_corr_min']:.3f}) | {s['dist_before']:.2f} -> {s['dist_after']:.2f} "
+            f"({100 * s['share_moved_mean']:.0f} %) | {s['s_per_s_median']:.3f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "corpus")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--clip-s", type=float, default=10.0)
+    ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--refine", type=float, default=0.25, help="refine_strength for the model run (0: skip)")
+    ap.add_argument("--refine-clips", type=int, default=2)
+    ap.add_argument("--refine-steps", type=int, default=20)
+    ap.add_argument("--track-s", type=float, default=240.0, help="whole-track timing length (0: skip)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "style.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    embedder = load_embedder("dsp")
+    clips = held_out(args.data, args.clips, args.clip_s)
+    print(f"{len(clips)} held-out clips of {args.clip_s:g} s: {', '.join(c for c, _ in clips)}", flush=True)
+    print("| preset | tone | settings | centroid Hz (ratio, per-clip range) | >8 kHz dB | chroma corr (min) | "
+          "onset corr (min) | distance to ref (moved) | s per s |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    results = []
+    for name in STYLES:
+        for s in args.strengths:
+            results.append(measure(name, clips, embedder, strength=s))
+            print(line(results[-1]), flush=True)
+    if args.refine > 0:
+        for name in STYLES:
+            results.append(measure(name, clips[:args.refine_clips], embedder, strength=1.0,
+                                   refine_strength=args.refine, steps=args.refine_steps))
+            print(line(results[-1]), flush=True)
+            chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0)
+            results.append(chain)
+            print(line(chain) + " (same clips, chain only)", flush=True)
+    track = None
+    if args.track_s > 0:
+        tname, audio = whole_track(args.data, args.track_s)
+        for name in ("lofi-warm", "dark-ambient"):
+            _, secs = style_once(name, audio)
+            track = {"track": tname, "seconds": audio.shape[1] / RATE, "preset": name, "wall_s": secs}
+            print(f"whole track {tname} ({track['seconds']:.0f} s), {name}, chain only: {secs:.1f} s wall "
+                  f"(real-time factor {secs / track['seconds']:.3f})", flush=True)
+            results.append(track)
+    png = spectrograms(*clips[0], args.out.parent / "style")
+    print(f"spectrograms: {png}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"threads": args.threads, "clip_s": args.clip_s, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
