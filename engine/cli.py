@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_task_parser(sub, task)
 
     _add_optional_subcommands(sub)
+    p = sub.add_parser("rerun", help="render a result again from its JSON sidecar (the same samples, bit for bit)")
+    p.add_argument("sidecar", help="the .json beside a Segue result")
+    p.add_argument("-o", "--output", help="where to write (default: NAME.rerun.wav beside the sidecar)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--play", action="store_true", help="play the result through the default audio device")
+    p.set_defaults(func=_cmd_rerun)
     p = sub.add_parser("models", help="list the models this installation can load")
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("demo", help="render a demo infill with the built-in model (no input needed)")
@@ -138,16 +145,18 @@ def play(path: str) -> Optional[str]:
         return f"cannot play the result here ({type(e).__name__}: {e}); the file is at {path}"
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
+def _cmd_render(args: argparse.Namespace, request: Any = None) -> int:
     from .render import render_takes
 
-    request = request_from_mapping(request_fields(args))
+    request = request if request is not None else request_from_mapping(request_fields(args))
     cancel = CancelToken()
     try:
         result = render_takes(request, progress=None if args.quiet else ProgressBar(), cancel=cancel)
     except KeyboardInterrupt:
         sys.stderr.write("\ncancelled; nothing was written\n")
         return EXIT_CANCELLED
+    for warning in dict.fromkeys(w for r in result for w in r.warnings):
+        sys.stderr.write(f"warning: {warning}\n")
     _report(args, result)
     if args.play:
         msg = play(result[0].path)
@@ -166,6 +175,24 @@ def _report(args: argparse.Namespace, result: Any) -> None:
     else:
         for r in takes:
             print(r.path)
+
+
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    """Read a sidecar, and render its recorded request (every default resolved) to a new file."""
+    from pathlib import Path
+
+    from .errors import InvalidRequest
+    from .render import rerun_request
+
+    path = Path(args.sidecar)
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidRequest(f"sidecar {path} not found", code="file_not_found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidRequest(f"{path} is not a readable JSON sidecar ({e})", code="bad_sidecar") from None
+    output = args.output or str(path.with_name(path.stem + ".rerun.wav"))
+    return _cmd_render(args, rerun_request(sidecar, output=output))
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

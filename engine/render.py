@@ -20,6 +20,7 @@ from . import __version__
 from .audio_io import check_readable, load_audio, sidecar_path, write_audio_atomic
 from .errors import InvalidRequest, ModelNotFound
 from .models import Model, load_model
+from .plan import RenderPlan, plan_render
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ProgressTracker
 from .request import RenderRequest
 from .style_task import style
@@ -37,19 +38,6 @@ def get_model(name: str) -> Model:
         return _MODELS[name]
 
 
-def loaded_models() -> list[str]:
-    with _MODELS_LOCK:
-        return sorted(_MODELS)
-
-
-def unload_models(name: Optional[str] = None) -> list[str]:
-    """Drop one cached model (or all) so its memory can be reclaimed; returns the names dropped."""
-    with _MODELS_LOCK:
-        names = [name] if name is not None else list(_MODELS)
-        dropped = [n for n in names if _MODELS.pop(n, None) is not None]
-    return dropped
-
-
 @dataclass
 class RenderedAudio:
     """A render in memory: the clip (2, n) at `sample_rate`, `offset_s` into the first input."""
@@ -59,6 +47,9 @@ class RenderedAudio:
     offset_s: float
     losses: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
+    plan: Optional[RenderPlan] = None
+    request: Optional[RenderRequest] = None    # the request as run: every model default resolved by `plan`
+    info: dict = field(default_factory=dict)   # the prior's choices (TaskOutput.info)
 
     @property
     def duration_s(self) -> float:
@@ -76,6 +67,7 @@ class RenderResult:
     sample_rate: int
     seed: int
     model: str
+    warnings: tuple[str, ...] = ()
 
 
 def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
@@ -83,8 +75,8 @@ def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
     """Run a request and return the clip (`span` decides: the region alone, or the whole edited timeline)."""
     t0 = time.monotonic()
     model = model if model is not None else get_model(request.model)
-    if request.steps is None:
-        request = request.replace(steps=model.default_steps)
+    plan = plan_render(request, model)
+    request = plan.apply(request)
     rate = model.sample_rate
     audios = [load_audio(a, rate) for a in request.audio]
     tracker = ProgressTracker(sampling_passes(request) * steps_per_pass(request), progress, cancel)
@@ -97,7 +89,7 @@ def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
     else:
         audio, offset = out.full, 0
     return RenderedAudio(np.ascontiguousarray(audio, dtype=np.float32), rate, offset / rate, out.losses,
-                         time.monotonic() - t0)
+                         time.monotonic() - t0, plan=plan, request=request, info=dict(getattr(out, "info", {}) or {}))
 
 
 def _run_task(model: Model, audios: list[np.ndarray], request: RenderRequest, generator: torch.Generator,
@@ -162,23 +154,56 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
     rendered = render_audio(request, model=model, progress=progress, cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
+    warnings = _clipping_warnings(rendered.audio, request.bit_depth)
     sidecar = {
         "segue_version": __version__,
-        "request": request.to_json(),
+        "request": rendered.request.to_json(),
+        "plan": rendered.plan.to_json(),
+        "prior": rendered.info,
         "model": {"name": model.name, **{k: v for k, v in model.info.items() if _plain(v)}},
         "seed": request.seed,
         "sample_rate": rendered.sample_rate,
         "offset_s": rendered.offset_s,
         "duration_s": rendered.duration_s,
-        "step_mode": request.step_mode or model.default_step_mode,
-        "guidance_scale": (request.guidance_scale if request.guidance_scale is not None
-                           else model.default_scale(request.step_mode or model.default_step_mode)),
         "final_losses": rendered.losses,
+        "warnings": list(warnings),
         "elapsed_s": round(rendered.elapsed_s, 3),
     }
     write_audio_atomic(path, rendered.audio, rendered.sample_rate, bit_depth=request.bit_depth, sidecar=sidecar)
     return RenderResult(str(path), str(sidecar_path(path)), rendered.offset_s, rendered.duration_s,
-                        rendered.sample_rate, request.seed, model.name)
+                        rendered.sample_rate, request.seed, model.name, warnings)
+
+
+def _clipping_warnings(audio: np.ndarray, bit_depth: int) -> tuple[str, ...]:
+    """Integer WAV clips at full scale; say how much of the clip that cuts (32-bit float keeps it all)."""
+    if bit_depth == 32:
+        return ()
+    over = int(np.count_nonzero(np.abs(audio) > 1.0))
+    if over == 0:
+        return ()
+    peak_db = 20 * np.log10(float(np.max(np.abs(audio))))
+    return (f"{over} samples above full scale (peak +{peak_db:.2f} dBFS) were clipped by the {bit_depth}-bit "
+            "output; --bit-depth 32 (float, the default) keeps them",)
+
+
+def rerun_request(sidecar: dict, *, output: Optional[str] = None) -> RenderRequest:
+    """The request a Segue sidecar recorded (every default already resolved), to render again.
+
+    Refuses sidecars of renders from in-memory PCM (their audio is not on disk).
+    """
+    from .request import request_from_mapping
+
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("request"), dict):
+        raise InvalidRequest("not a Segue sidecar: it has no \"request\" object", code="bad_sidecar")
+    fields = dict(sidecar["request"])
+    for key in ("audio", "reference"):
+        values = fields.get(key) if isinstance(fields.get(key), list) else [fields.get(key)]
+        if any(isinstance(v, dict) and v.get("pcm") for v in values):
+            raise InvalidRequest(f"this render's {key} was PCM sent over the bridge; it cannot be rerun from the "
+                                 "sidecar alone", code="bad_sidecar")
+    fields["output"] = output
+    fields["overwrite"] = False
+    return request_from_mapping(fields)
 
 
 def _plain(v: object) -> bool:
