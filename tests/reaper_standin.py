@@ -12,9 +12,12 @@ signatures and return conventions of REAPER's API documentation (https://www.rea
   -> `ok, csv`; `reaper.ExecProcess(cmd, timeout)` -> `"<exit code>\\n<output>"`.
 
 The project model is the minimum those functions need: a time selection, the edit cursor, tracks
-holding items, each item with one take (start offset, playrate, source file), an undo-block log,
-a console and message boxes. `InsertMedia(file, 1)` adds a new track with an item at the edit
-cursor whose length is the file's duration, as REAPER does.
+holding items, each item with takes (start offset, playrate, source file, name; one active), fades,
+a constant tempo and time signature (the time map functions count beats of the signature's
+denominator at `bpm`, bars of `beats_per_bar` beats from time 0), an undo-block log, a console and
+message boxes. `InsertMedia(file, 1)` adds a new track with an item at the edit cursor whose length
+is the file's duration, as REAPER does; `AddMediaItemToTrack` gives an empty item at 0 whose
+position and length the caller sets.
 """
 from __future__ import annotations
 
@@ -32,17 +35,26 @@ class Source:
 
 @dataclass(eq=False)
 class Take:
-    source: Source
+    source: Optional[Source]
     start_offset: float = 0.0
     playrate: float = 1.0
+    name: str = ""
 
 
 @dataclass(eq=False)
 class MediaItem:
     position: float
     length: float
-    take: Optional[Take]
+    takes: list[Take] = field(default_factory=list)
     selected: bool = False
+    active: int = 0
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+
+    @property
+    def take(self) -> Optional[Take]:
+        """The active take (None for an empty item)."""
+        return self.takes[self.active] if self.takes else None
 
 
 @dataclass(eq=False)
@@ -62,13 +74,20 @@ class Project:
     messages: list[str] = field(default_factory=list)
     user_inputs: Optional[str] = None                   # what the user types into GetUserInputs (None: cancel)
     exec_log: list[str] = field(default_factory=list)
+    bpm: float = 120.0
+    beats_per_bar: int = 4
+    denominator: int = 4
 
     def add_item(self, position: float, length: float, filename: Optional[str], *, start_offset: float = 0.0,
                  playrate: float = 1.0, selected: bool = True) -> MediaItem:
-        take = Take(Source(filename), start_offset, playrate) if filename is not None else None
-        item = MediaItem(position, length, take, selected)
+        takes = [Take(Source(filename), start_offset, playrate)] if filename is not None else []
+        item = MediaItem(position, length, takes, selected)
         self.tracks.append(Track([item]))
         return item
+
+    @property
+    def bar_s(self) -> float:
+        return self.beats_per_bar * 60.0 / self.bpm
 
     def selected_items(self) -> list[MediaItem]:
         return [it for t in self.tracks for it in t.items if it.selected]
@@ -119,9 +138,84 @@ def _set_cursor(t: float) -> None:
 def _insert_media(path: str, mode: int) -> int:
     if mode & 3 != 1:
         raise NotImplementedError("the stand-in implements InsertMedia mode 1 (new track) only")
-    P.tracks.append(Track([MediaItem(P.cursor, _file_seconds(path), Take(Source(path)))]))
+    P.tracks.append(Track([MediaItem(P.cursor, _file_seconds(path), [Take(Source(path))])]))
     P.record(f"insert {path} at {P.cursor:.6f} on track {len(P.tracks)}")
     return 1
+
+
+def _insert_track(index: int, want_defaults: bool) -> None:
+    P.tracks.insert(int(index), Track())
+    P.record(f"new track {int(index) + 1}")
+
+
+def _get_track(index: int) -> Optional[Track]:
+    return P.tracks[int(index)] if 0 <= int(index) < len(P.tracks) else None
+
+
+def _add_item(track: Track) -> MediaItem:
+    item = MediaItem(0.0, 0.0)
+    track.items.append(item)
+    P.record(f"new item on track {P.tracks.index(track) + 1}")
+    return item
+
+
+def _add_take(item: MediaItem) -> Take:
+    take = Take(None)
+    item.takes.append(take)
+    return take
+
+
+def _set_take_source(take: Take, source: Source) -> bool:
+    take.source = source
+    P.record(f"take source {source.filename}")
+    return True
+
+
+_ITEM_PARMS = {"D_POSITION": "position", "D_LENGTH": "length", "D_FADEINLEN": "fade_in", "D_FADEOUTLEN": "fade_out"}
+
+
+def _set_item_value(item: MediaItem, name: str, value: float) -> bool:
+    setattr(item, _ITEM_PARMS[name], float(value))
+    P.record(f"item {name} {float(value):.6f}")
+    return True
+
+
+def _set_take_value(take: Take, name: str, value: float) -> bool:
+    setattr(take, {"D_STARTOFFS": "start_offset", "D_PLAYRATE": "playrate"}[name], float(value))
+    P.record(f"take {name} {float(value):.6f}")
+    return True
+
+
+def _take_name(take: Take, parm: str, value: str, set_new: bool) -> str:
+    if parm != "P_NAME":
+        raise NotImplementedError("the stand-in implements the take string P_NAME only")
+    if set_new:
+        take.name = str(value)
+    return take.name
+
+
+def _set_active_take(take: Take) -> None:
+    for t in P.tracks:
+        for it in t.items:
+            if take in it.takes:
+                it.active = it.takes.index(take)
+                return
+    raise ValueError("SetActiveTake: the take is in no item")
+
+
+def _time_sig_at(t: float) -> tuple[int, int, float]:
+    return P.beats_per_bar, P.denominator, P.bpm
+
+
+def _time_to_beats(t: float) -> tuple[float, int, int, float, int]:
+    """(beats since the bar, bars, beats per bar, all beats, denominator), as TimeMap2_timeToBeats."""
+    beats = t * P.bpm / 60.0
+    bars = int(beats // P.beats_per_bar)
+    return beats - bars * P.beats_per_bar, bars, P.beats_per_bar, beats, P.denominator
+
+
+def _beats_to_time(beats: float, bars: Optional[int]) -> float:
+    return ((bars or 0) * P.beats_per_bar + beats) * 60.0 / P.bpm
 
 
 def _undo_begin() -> None:
@@ -203,6 +297,72 @@ def RPR_UpdateArrange():
     pass
 
 
+def RPR_CountTracks(proj):
+    return len(P.tracks)
+
+
+def RPR_InsertTrackAtIndex(idx, wantDefaults):
+    _insert_track(idx, wantDefaults)
+
+
+def RPR_GetTrack(proj, trackidx):
+    return _get_track(trackidx)
+
+
+def RPR_AddMediaItemToTrack(tr):
+    return _add_item(tr)
+
+
+def RPR_AddTakeToMediaItem(item):
+    return _add_take(item)
+
+
+def RPR_PCM_Source_CreateFromFile(filename):
+    return Source(filename)
+
+
+def RPR_SetMediaItemTake_Source(take, source):
+    return _set_take_source(take, source)
+
+
+def RPR_GetMediaSourceLength(source, lengthIsQNOut):
+    return (_file_seconds(source.filename), source, False)
+
+
+def RPR_SetMediaItemInfo_Value(item, parmname, newvalue):
+    return _set_item_value(item, parmname, newvalue)
+
+
+def RPR_SetMediaItemTakeInfo_Value(take, parmname, newvalue):
+    return _set_take_value(take, parmname, newvalue)
+
+
+def RPR_GetSetMediaItemTakeInfo_String(tk, parmname, stringNeedBig, setNewValue):
+    return (True, tk, parmname, _take_name(tk, parmname, stringNeedBig, bool(setNewValue)), setNewValue)
+
+
+def RPR_SetActiveTake(take):
+    _set_active_take(take)
+
+
+def RPR_UpdateItemInProject(item):
+    pass
+
+
+def RPR_TimeMap_GetTimeSigAtTime(proj, time, timesig_numOut, timesig_denomOut, tempoOut):
+    return (proj, time, *_time_sig_at(time))
+
+
+def RPR_TimeMap2_timeToBeats(proj, tpos, measuresOutOptional, cmlOutOptional, fullbeatsOutOptional,
+                             cdenomOutOptional):
+    beats, bars, cml, full, denom = _time_to_beats(tpos)
+    return (beats, proj, tpos, bars, cml, full, denom)
+
+
+def RPR_TimeMap2_beatsToTime(proj, tpos, measuresInOptional):
+    return _beats_to_time(tpos, measuresInOptional)
+
+
 def RPR_ShowConsoleMsg(msg):
     P.console.append(msg)
 
@@ -244,6 +404,22 @@ def lua_reaper(lua: Any) -> Any:
         "ShowMessageBox": lambda msg, title, kind: P.messages.append(msg) or 1,
         "GetUserInputs": get_user_inputs,
         "ExecProcess": lambda cmd, timeout: _exec(cmd, int(timeout)),
+        "CountTracks": lambda proj: len(P.tracks),
+        "InsertTrackAtIndex": lambda idx, want: _insert_track(int(idx), bool(want)),
+        "GetTrack": lambda proj, idx: _get_track(int(idx)),
+        "AddMediaItemToTrack": _add_item,
+        "AddTakeToMediaItem": _add_take,
+        "PCM_Source_CreateFromFile": lambda fn: Source(fn),
+        "SetMediaItemTake_Source": _set_take_source,
+        "GetMediaSourceLength": lambda src: (_file_seconds(src.filename), False),
+        "SetMediaItemInfo_Value": _set_item_value,
+        "SetMediaItemTakeInfo_Value": _set_take_value,
+        "GetSetMediaItemTakeInfo_String": lambda tk, parm, value, set_new: (True, _take_name(tk, parm, value, bool(set_new))),
+        "SetActiveTake": _set_active_take,
+        "UpdateItemInProject": lambda item: None,
+        "TimeMap_GetTimeSigAtTime": lambda proj, t: _time_sig_at(t),
+        "TimeMap2_timeToBeats": lambda proj, t: _time_to_beats(t),
+        "TimeMap2_beatsToTime": lambda proj, beats, bars=None: _beats_to_time(beats, None if bars is None else int(bars)),
     }
     table = lua.table()
     for name, fn in funcs.items():

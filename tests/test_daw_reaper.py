@@ -63,12 +63,15 @@ def test_infill_of_the_time_selection_lands_on_a_new_track_at_the_selection(lang
     (cmd,) = p.exec_log if lang == "lua" else [None]
     if cmd is not None:  # the Lua script shells out; the times are in the source file
         assert "--start 3.000000 --end 4.500000" in cmd and "--steps 8 --seed 4" in cmd
+        # REAPER's tempo at the selection (120 BPM, 4/4: bars of 2 s); the bar line at 12 s is 3 s into song.wav
+        assert "--bpm 120.000000 --beat-offset 3.000000" in cmd
     (placed,) = new_tracks(p, 1)
     assert placed.position == pytest.approx(12.0, abs=1e-6)      # 10 + (3.0 - 1.0)
     assert placed.length == pytest.approx(1.5, abs=1e-4)
+    assert len(placed.takes) == 1 and placed.take.name == "Segue infill take 1"
     clip, rate = read_wav(placed.take.source.filename)
     assert rate == 44100 and clip.shape == (2, int(1.5 * 44100))   # the model's rate; REAPER resamples
-    assert p.undo == [{"name": "Segue infill", "changes": [f"insert {placed.take.source.filename} at 12.000000 on track 2"]}]
+    assert [u["name"] for u in p.undo] == ["Segue infill"]           # one undo block for the whole edit
     assert p.cursor == 30.0 and p.open_blocks == 0
     assert any("100.0%" in m for m in p.console) or lang == "lua"
 
@@ -82,10 +85,117 @@ def test_transition_between_overlapping_items_sits_on_the_join(lang, env, song, 
     RUNNERS[lang](p)
     assert p.messages == []
     (placed,) = new_tracks(p, 2)
-    # crossfade max(1.0, 2.5) = 2.5 s centred on the join at 5.5 s: [4.25, 6.75)
-    assert placed.position == pytest.approx(4.25, abs=1e-3)
-    assert placed.length == pytest.approx(2.5, abs=1e-3)
+    # the request: join in the middle of the overlap (5.5 s), crossfade max(1.0, 2.5) = 2.5 s
+    (cmd,) = p.exec_log if lang == "lua" else [None]
+    if cmd is not None:
+        assert "--start 6.000000 --b-start 1.500000 --crossfade 2.500000" in cmd
+    # the clip sits where the engine says, on A's timeline (A plays song.wav from 0.5 s at 0)
+    side = sidecar(placed)
+    assert placed.position == pytest.approx(side["offset_s"] - 0.5, abs=1e-6)
+    assert placed.length == pytest.approx(side["duration_s"], abs=1e-3)
+    assert placed.position < 6.0 and placed.position + placed.length > 5.0     # it spans the join of A and B
     assert [u["name"] for u in p.undo] == ["Segue transition"]
+
+
+def sidecar(item: rs.MediaItem) -> dict:
+    import json
+    return json.loads(Path(item.take.source.filename).with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_a_transition_trims_both_items_to_its_edges_in_the_same_undo_block(lang, env, song, tmp_path):
+    other = str(write_wav(tmp_path / "other.wav", music(8.0, RATE, seed=8), RATE))
+    p = rs.Project(user_inputs="transition,,4,0,")
+    a = p.add_item(0.0, 6.0, song, start_offset=0.5)     # A: timeline [0, 6)
+    b = p.add_item(5.0, 6.0, other, start_offset=1.0)    # B: timeline [5, 11)
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (placed,) = new_tracks(p, 2)
+    x0, x1 = placed.position, placed.position + placed.length      # the transition
+    assert 5.0 < x1 and x0 < 6.0
+    fade = 0.01
+    # A plays up to the transition (overlapping it by the short fade), then fades out
+    assert (a.position, a.length, a.fade_out) == (0.0, pytest.approx(x0 + fade), fade)
+    assert a.take.start_offset == 0.5
+    # B starts where the transition ends (less the fade), still playing the same audio at each instant
+    assert b.position == pytest.approx(x1 - fade) and b.position + b.length == pytest.approx(11.0)
+    assert b.take.start_offset == pytest.approx(1.0 + (x1 - fade - 5.0)) and b.fade_in == fade
+    assert (placed.fade_in, placed.fade_out) == (fade, fade)
+    (block,) = p.undo
+    assert block["name"] == "Segue transition"
+    assert f"item D_LENGTH {x0 + fade:.6f}" in block["changes"] and "item D_FADEINLEN 0.010000" in block["changes"]
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_variations_become_the_takes_of_one_item(lang, env, song):
+    p = rs.Project(time_selection=(1.0, 2.0), user_inputs="infill,,4,20,,3,n")
+    p.add_item(0.0, 6.0, song)
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (placed,) = new_tracks(p, 1)
+    assert placed.position == pytest.approx(1.0, abs=1e-6) and placed.length == pytest.approx(1.0, abs=1e-4)
+    assert [t.name for t in placed.takes] == ["Segue infill take 1", "Segue infill take 2", "Segue infill take 3"]
+    assert placed.active == 0
+    files = [t.source.filename for t in placed.takes]
+    assert len(set(files)) == 3
+    import json
+    seeds = [json.loads(Path(f).with_suffix(".json").read_text())["seed"] for f in files]
+    assert seeds == [20, 21, 22]
+    assert [u["name"] for u in p.undo] == ["Segue infill"]
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_snapping_to_bars_follows_the_projects_tempo_map(lang, env, tmp_path):
+    long_song = str(write_wav(tmp_path / "long.wav", music(20.0, RATE, seed=4), RATE))
+    bar = 7 * 60 / 97                                 # 97 BPM in 7/8: bars of 4.3299 s
+    p = rs.Project(time_selection=(8.0, 16.0), user_inputs="infill,,4,0,,1,y", bpm=97.0, beats_per_bar=7,
+                   denominator=8)
+    p.add_item(5.0, 14.0, long_song)
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (placed,) = new_tracks(p, 1)
+    # [8, 16) -> the nearest bar lines, 2 * bar and 4 * bar
+    assert placed.position == pytest.approx(2 * bar, abs=1e-5)
+    assert placed.length == pytest.approx(2 * bar, abs=1e-4)
+    import json
+    used = json.loads(Path(placed.take.source.filename).with_suffix(".json").read_text())["request"]
+    assert used["bpm"] == pytest.approx(97.0)
+    # the beat offset is a bar line, as seconds in the item's source (the item starts at 5 s)
+    bars_in = (used["beat_offset_s"] + 5.0) / bar
+    assert abs(bars_in - round(bars_in)) < 1e-5
+    # a continuation with snapping lasts whole bars
+    p = rs.Project(user_inputs="continue,,4,0,5,1,y", bpm=97.0, beats_per_bar=7, denominator=8)
+    p.add_item(0.0, 6.0, long_song)
+    RUNNERS[lang](p)
+    (placed,) = new_tracks(p, 1)
+    assert placed.length == pytest.approx(bar, abs=1e-3)
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_a_daemon_that_is_not_running_is_one_sentence_with_the_command_to_start_it(lang, monkeypatch, song):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                     # nothing listens here
+    import os
+    monkeypatch.setenv("SEGUE_ENDPOINT", f"tcp://127.0.0.1:{port}")
+    monkeypatch.setenv("SEGUE_CLIENT", f"{sys.executable} -m bridge.client")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = rs.Project(time_selection=(1.0, 2.0), user_inputs="infill,,4,0,")
+    p.add_item(0.0, 4.0, song)
+    RUNNERS[lang](p)
+    assert p.messages == ["The Segue daemon is not running: start it with `segue serve` and try again."]
+    assert len(p.tracks) == 1 and p.undo == []
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_a_missing_segue_client_names_SEGUE_CLIENT(lang, monkeypatch, song, tmp_path):
+    monkeypatch.setenv("SEGUE_CLIENT", str(tmp_path / "no-such-segue-client"))
+    p = rs.Project(time_selection=(1.0, 2.0), user_inputs="infill,,4,0,")
+    p.add_item(0.0, 4.0, song)
+    RUNNERS[lang](p)
+    assert len(p.messages) == 1 and "segue-client was not found" in p.messages[0] and "SEGUE_CLIENT" in p.messages[0]
+    assert len(p.tracks) == 1 and p.undo == []
 
 
 @pytest.mark.parametrize("lang", RUNNERS)
@@ -141,4 +251,9 @@ def test_a_style_preset_restyles_the_time_selection(lang, env, song):
     assert placed.position == pytest.approx(1.0, abs=1e-6) and placed.length == pytest.approx(1.0, abs=1e-3)
     import json
     used = json.loads(Path(placed.take.source.filename).with_suffix(".json").read_text())["request"]
-    assert used["preset"] == "strings-pad" and used["strength"] == 0.7 and len(used["reference_embedding"]) == 274
+    from engine.presets import load_preset, preset_to_request_fields
+    preset = load_preset("strings-pad")
+    assert used["preset"] == "strings-pad"
+    expected = preset_to_request_fields(preset)
+    assert used["reference_embedding"] == pytest.approx(list(expected["reference_embedding"]))
+    assert used["strength"] == expected.get("strength", used["strength"])
