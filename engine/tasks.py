@@ -6,7 +6,7 @@ task's losses and start sample, and then places the result on the timeline.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -18,6 +18,8 @@ from .models.base import Model
 from .progress import ProgressTracker
 from .regions import Window, as_tensor, crossfade, equal_power_curves, frame_mask, frame_support, plan_window, splice
 from .request import RenderRequest
+from .prior.edits import (_spliced, continuation_prior, infill_prior, make_sources, seam_mask,
+                          transition_prior)
 from .samplers import DataConsistency, get_sampler, randn_like
 from .models.schedules import native_sigmas
 from .schedule import get_sigmas_cosine, truncate_sigmas
@@ -37,6 +39,7 @@ class TaskOutput:
     offset: int
     full: np.ndarray
     losses: dict
+    info: dict = field(default_factory=dict)   # the prior's choices (source spans, tempo, fallback)
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,24 @@ def _region_bounds(request: RenderRequest, total: int, rate: int) -> tuple[int, 
 
 def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *, generator: torch.Generator,
            tracker: ProgressTracker, regenerate: bool = False) -> TaskOutput:
-    """Fill [start, end) from the context around it (regenerate: start from 0.85 noise + 0.15 original)."""
+    """Fill [start, end) from the context around it (regenerate: start from 0.85 noise + 0.15 original).
+
+    With the similarity prior, x_bar is the best-fitting span of the user's audio (for
+    regenerate, a ranked alternative chosen by seed), and the model refines it.
+    """
     audio = audios[0]
     rate = model.sample_rate
     start, end = _region_bounds(request, audio.shape[1], rate)
+    seam = seconds(request.seam_ms / 1000.0, rate)
+    fallback = None
+    if resolve_prior(model, request) == "similarity" and not request.native_inpaint:
+        sources = _prior_sources(model, audios[0], request)
+        rank = request.candidate + (request.seed if regenerate else 0)
+        timeline, info = infill_prior(sources, start, end, context_s=PRIOR_CONTEXT_S, seam=seam, candidate=rank)
+        if timeline is not None:
+            return _refine(model, audio, timeline, start, end, [start, end], request, generator, tracker, info)
+        fallback = _fell_back(info)
+        request = request.replace(prior="none")
     win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
     window_audio = audio[:, win.start:win.stop]
     if request.native_inpaint:
@@ -188,7 +205,84 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
     else:
         gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
                                       tracker=tracker, x_bar=window_audio if regenerate else None)
-    return _place(audio, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+    out = _place(audio, gen, win, seam, losses)
+    if fallback is not None:
+        out.info = fallback
+    return out
+
+
+PRIOR_CONTEXT_S = 2.0        # seconds of surroundings each side that candidates are judged by
+SEAM_REFINE_S = 0.25         # half-width of the zone the model regenerates around each seam ("seams" span)
+
+
+def resolve_prior(model: Model, request: RenderRequest) -> str:
+    """The request's prior, or the model's default (similarity for the built-in refiner)."""
+    return request.prior or getattr(model, "default_prior", "none")
+
+
+def resolve_refinement(model: Model, request: RenderRequest) -> tuple[float, str]:
+    """(strength, span) of the model's pass over the prior; the model's measured defaults when unset."""
+    strength = request.refine_strength
+    if strength is None:
+        strength = getattr(model, "default_refine_strength", None)
+    span = request.refine_span or getattr(model, "default_refine_span", None) or "seams"
+    return float(0.0 if strength is None else strength), span
+
+
+def _fell_back(info) -> dict:
+    """The sidecar's record of a prior that found nothing: the reason, and that the model generated instead."""
+    out = info.to_json()
+    out["fallback_to"] = "generative"
+    return out
+
+
+def _prior_sources(model: Model, audio: np.ndarray, request: RenderRequest) -> list:
+    """The edited input and every extra source the request names, each analysed whole."""
+    from .audio_io import load_audio
+
+    names = [_source_name(request.audio[0])]
+    audios = [audio]
+    for path in request.sources:
+        names.append(_source_name(path))
+        audios.append(load_audio(path, model.sample_rate))
+    return make_sources(names, audios, model.sample_rate, bpm=request.bpm, beat_offset_s=request.beat_offset_s)
+
+
+def _source_name(a: object) -> str:
+    return a if isinstance(a, str) else "pcm"
+
+
+def _refine(model: Model, original: np.ndarray, timeline: np.ndarray, start: int, end: int, seams: list[int],
+            request: RenderRequest, generator: torch.Generator, tracker: ProgressTracker, info,
+            known_outside: bool = True) -> TaskOutput:
+    """Regenerate the prior with the model (the method's regeneration from x_bar), then place [start, end).
+
+    strength 0 keeps the prior as it is. The "seams" span re-noises only the zones
+    around the seams (the copied interior is held as known, like the context); "gap"
+    re-noises the whole region from k z + (1 - k) x_bar at the given strength.
+    """
+    rate = model.sample_rate
+    strength, span = resolve_refinement(model, request)
+    seam = seconds(request.seam_ms / 1000.0, rate)
+    info.extra.update({"refine_strength": strength, "refine_span": span})
+    if strength <= 0.0:
+        tracker.advance(tracker.total)
+        gen_region = timeline[:, start:end]
+        losses: dict = {}
+    else:
+        win = plan_window(timeline.shape[1], start, end, seconds(request.context_s, rate))
+        window_audio = timeline[:, win.start:win.stop]
+        known = win.known_mask() if known_outside else np.zeros(win.length, bool)
+        if span == "seams":
+            half = seconds(SEAM_REFINE_S, rate)
+            known = known | seam_mask(win.length, [p - win.start for p in seams], half)
+        gen, losses = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker,
+                                      strength=strength)
+        gen_region = gen[:, start - win.start:end - win.start]
+    region = _spliced(original, gen_region, start, end, seam) if known_outside else gen_region
+    full = timeline.copy()
+    full[:, start:end] = region
+    return TaskOutput(region=region, offset=start, full=full, losses=losses, info=info.to_json())
 
 
 def _native_inpaint(model: Model, window_audio: np.ndarray, win: Window, request: RenderRequest,
@@ -216,7 +310,12 @@ def _place(audio: np.ndarray, gen: np.ndarray, win: Window, seam: int, losses: d
 
 def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
                   generator: torch.Generator, tracker: ProgressTracker) -> TaskOutput:
-    """Continue from the cut point for `duration_s`, chunk by chunk, each conditioned on what came before."""
+    """Continue from the cut point for `duration_s`.
+
+    With the similarity prior: jump-back continuation through the clip's own past (and
+    the request's sources), refined around each jump. Without it: chunk by chunk, each
+    generated and conditioned on what came before.
+    """
     audio = audios[0]
     rate = model.sample_rate
     cut = audio.shape[1] if request.start_s is None else seconds(request.start_s, rate)
@@ -225,8 +324,20 @@ def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderReq
                              f"({audio.shape[1] / rate:.3f} s)", code="region_out_of_range")
     if cut < seconds(0.25, rate):
         raise InvalidRequest("continuation needs at least 0.25 s of audio before the cut point")
-    context = min(seconds(request.context_s, rate), cut)
     todo = seconds(request.duration_s, rate)
+    seam = seconds(request.seam_ms / 1000.0, rate)
+    fallback = None
+    if resolve_prior(model, request) == "similarity":
+        sources = _prior_sources(model, audio[:, :cut], request)
+        stream, info = continuation_prior(sources, cut, todo, context_s=PRIOR_CONTEXT_S, seam=seam,
+                                          candidate=request.candidate)
+        if stream is not None:
+            seams = [cut + seconds(seg["at_s"], rate) - cut for seg in info.segments]
+            stream = _refine_seams(model, stream, seams, cut, request, generator, tracker, info)
+            return TaskOutput(region=stream[:, cut:], offset=cut, full=stream, losses={}, info=info.to_json())
+        fallback = _fell_back(info)
+        request = request.replace(prior="none")
+    context = min(seconds(request.context_s, rate), cut)
     chunk = seconds(CONTINUE_CHUNK_S, rate)
     stream = audio[:, :cut]
     losses: dict = {}
@@ -236,10 +347,40 @@ def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderReq
         window_audio = np.concatenate([ctx, np.zeros((2, n), np.float32)], axis=1)
         known = np.concatenate([np.ones(ctx.shape[1], bool), np.zeros(n, bool)])
         gen, losses = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker)
-        stream = _join(stream, gen, ctx.shape[1], seconds(request.seam_ms / 1000.0, rate))
+        stream = _join(stream, gen, ctx.shape[1], seam)
         todo -= n
     continuation = stream[:, cut:]
-    return TaskOutput(region=continuation, offset=cut, full=stream, losses=losses)
+    return TaskOutput(region=continuation, offset=cut, full=stream, losses=losses, info=fallback or {})
+
+
+def _refine_seams(model: Model, stream: np.ndarray, seams: list[int], frozen_before: int, request: RenderRequest,
+                  generator: torch.Generator, tracker: ProgressTracker, info) -> np.ndarray:
+    """Regenerate a short zone around each seam of a long prior, one small window per seam.
+
+    Everything before `frozen_before` (the user's clip) stays exactly as it was.
+    """
+    rate = model.sample_rate
+    strength, span = resolve_refinement(model, request)
+    info.extra.update({"refine_strength": strength, "refine_span": "seams"})
+    if strength <= 0.0 or not seams:
+        tracker.advance(tracker.total)
+        return stream
+    half = seconds(SEAM_REFINE_S, rate)
+    ctx = seconds(min(request.context_s, 1.0), rate)
+    out = stream.copy()
+    for p in seams:
+        lo, hi = max(frozen_before, p - half), min(out.shape[1], p + half)
+        if hi - lo < seconds(MIN_GAP_S, rate):
+            continue
+        w0, w1 = max(0, lo - ctx), min(out.shape[1], hi + ctx)
+        window_audio = out[:, w0:w1]
+        known = np.ones(w1 - w0, bool)
+        known[lo - w0:hi - w0] = False
+        gen, _ = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker,
+                                 strength=strength)
+        edge = min(seconds(request.seam_ms / 1000.0, rate), (hi - lo) // 2)
+        out[:, lo:hi] = splice(window_audio, gen, lo - w0, hi - w0, edge)
+    return out
 
 
 def _join(stream: np.ndarray, gen: np.ndarray, context: int, seam: int) -> np.ndarray:
@@ -294,6 +435,14 @@ def transition(model: Model, audios: Sequence[np.ndarray], request: RenderReques
     if join_a < xf // 2 or b.shape[1] - join_b < xf - xf // 2:
         raise InvalidRequest(f"both clips need at least half the crossfade ({request.crossfade_s / 2:.2f} s) "
                              "on their side of the join", code="region_out_of_range")
+    if resolve_prior(model, request) == "similarity":
+        src_a = make_sources([_source_name(request.audio[0])], [a], rate, bpm=request.bpm,
+                             beat_offset_s=request.beat_offset_s)[0]
+        b2, _, ja, jb, info = transition_prior(src_a, b, _source_name(request.audio[1]), join_a, join_b, xf)
+        mix, g0, g1 = transition_mix(a, b2, ja, jb, xf)
+        info.extra.update({"join_a_s": round(ja / rate, 6), "join_b_s": round(jb / rate, 6)})
+        return _refine(model, mix, mix, g0, g1, [g0, g1], request.replace(refine_span="gap"), generator, tracker,
+                       info)
     mix, g0, g1 = transition_mix(a, b, join_a, join_b, xf)
     win = plan_window(mix.shape[1], g0, g1, seconds(request.context_s, rate))
     window_audio = mix[:, win.start:win.stop]

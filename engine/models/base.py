@@ -26,6 +26,11 @@ class Model:
     default_steps: int = 50
     default_step_mode: str = "fixed"
     info: dict = field(default_factory=dict)
+    # The retrieval prior (engine/prior): generative backends default to none; a small
+    # refiner defaults to copying from the user's audio and regenerating around the seams.
+    default_prior: str = "none"
+    default_refine_strength: Optional[float] = None
+    default_refine_span: Optional[str] = None
 
     @property
     def sample_rate(self) -> int:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ..denoiser import VPredictionDenoiser
+from .energy_cap import EnergyCappedDenoiser
 from ..errors import ModelNotFound
 from .base import Model, register_model
 from .builtin_net import NetConfig, SpectralUNet
@@ -24,6 +24,10 @@ TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corp
 # Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
 DEFAULT_GUIDANCE_SCALE = 3e-2
 DEFAULT_STEPS = 32
+# The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Retrieval prior").
+DEFAULT_PRIOR = "similarity"
+DEFAULT_REFINE_STRENGTH = 0.2
+DEFAULT_REFINE_SPAN = "seams"
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
@@ -46,10 +50,12 @@ def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
     state = {k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")}
     net.load_state_dict(state)
     net.eval().requires_grad_(False)
-    denoiser = VPredictionDenoiser(net, sample_rate=transform.sample_rate, channels=transform.latent_channels,
-                                   sigma_data=float(meta.get("sigma_data", 1.0)))
+    denoiser = EnergyCappedDenoiser(net, bins=transform.bins, sample_rate=transform.sample_rate,
+                                    channels=transform.latent_channels, sigma_data=float(meta.get("sigma_data", 1.0)))
     return Model(name="builtin", denoiser=denoiser, autoencoder=transform,
                  default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,
+                 default_prior=DEFAULT_PRIOR, default_refine_strength=DEFAULT_REFINE_STRENGTH,
+                 default_refine_span=DEFAULT_REFINE_SPAN,
                  info={"weights": str(weights), "training": meta.get("training", {}),
                        "parameters": sum(p.numel() for p in net.parameters())})
 
