@@ -13,8 +13,8 @@ signatures and return conventions of REAPER's API documentation (https://www.rea
 
 The project model is the minimum those functions need: a time selection, the edit cursor, tracks
 holding items, each item with takes (start offset, playrate, source file, name; one active), fades,
-a constant tempo and time signature (the time map functions count beats of the signature's
-denominator at `bpm`, bars of `beats_per_bar` beats from time 0), an undo-block log, a console and
+a constant tempo and time signature (as in REAPER, `bpm` counts quarter notes and the time map
+functions count beats of the signature's denominator: bars of `beats_per_bar` such beats from 0), an undo-block log, a console and
 message boxes. `InsertMedia(file, 1)` adds a new track with an item at the edit cursor whose length
 is the file's duration, as REAPER does; `AddMediaItemToTrack` gives an empty item at 0 whose
 position and length the caller sets.
@@ -86,8 +86,8 @@ class Project:
         return item
 
     @property
-    def bar_s(self) -> float:
-        return self.beats_per_bar * 60.0 / self.bpm
+    def beat_s(self) -> float:
+        return 60.0 / self.bpm * 4 / self.denominator
 
     def selected_items(self) -> list[MediaItem]:
         return [it for t in self.tracks for it in t.items if it.selected]
@@ -209,13 +209,13 @@ def _time_sig_at(t: float) -> tuple[int, int, float]:
 
 def _time_to_beats(t: float) -> tuple[float, int, int, float, int]:
     """(beats since the bar, bars, beats per bar, all beats, denominator), as TimeMap2_timeToBeats."""
-    beats = t * P.bpm / 60.0
+    beats = t / P.beat_s
     bars = int(beats // P.beats_per_bar)
     return beats - bars * P.beats_per_bar, bars, P.beats_per_bar, beats, P.denominator
 
 
 def _beats_to_time(beats: float, bars: Optional[int]) -> float:
-    return ((bars or 0) * P.beats_per_bar + beats) * 60.0 / P.bpm
+    return ((bars or 0) * P.beats_per_bar + beats) * P.beat_s
 
 
 def _undo_begin() -> None:

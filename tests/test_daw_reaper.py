@@ -147,16 +147,16 @@ def test_variations_become_the_takes_of_one_item(lang, env, song):
 @pytest.mark.parametrize("lang", RUNNERS)
 def test_snapping_to_bars_follows_the_projects_tempo_map(lang, env, tmp_path):
     long_song = str(write_wav(tmp_path / "long.wav", music(20.0, RATE, seed=4), RATE))
-    bar = 7 * 60 / 97                                 # 97 BPM in 7/8: bars of 4.3299 s
+    bar = 3.5 * 60 / 97                               # 97 BPM (quarter notes) in 7/8: bars of 2.1649 s
     p = rs.Project(time_selection=(8.0, 16.0), user_inputs="infill,,4,0,,1,y", bpm=97.0, beats_per_bar=7,
                    denominator=8)
     p.add_item(5.0, 14.0, long_song)
     RUNNERS[lang](p)
     assert p.messages == []
     (placed,) = new_tracks(p, 1)
-    # [8, 16) -> the nearest bar lines, 2 * bar and 4 * bar
-    assert placed.position == pytest.approx(2 * bar, abs=1e-5)
-    assert placed.length == pytest.approx(2 * bar, abs=1e-4)
+    # [8, 16) -> the nearest bar lines, 4 * bar (8.66 s) and 7 * bar (15.15 s)
+    assert placed.position == pytest.approx(4 * bar, abs=1e-5)
+    assert placed.length == pytest.approx(3 * bar, abs=1e-4)
     import json
     used = json.loads(Path(placed.take.source.filename).with_suffix(".json").read_text())["request"]
     assert used["bpm"] == pytest.approx(97.0)
@@ -164,11 +164,11 @@ def test_snapping_to_bars_follows_the_projects_tempo_map(lang, env, tmp_path):
     bars_in = (used["beat_offset_s"] + 5.0) / bar
     assert abs(bars_in - round(bars_in)) < 1e-5
     # a continuation with snapping lasts whole bars
-    p = rs.Project(user_inputs="continue,,4,0,5,1,y", bpm=97.0, beats_per_bar=7, denominator=8)
+    p = rs.Project(user_inputs="continue,,4,0,5,1,y", bpm=97.0, beats_per_bar=7, denominator=8)   # 5 s: 2 bars
     p.add_item(0.0, 6.0, long_song)
     RUNNERS[lang](p)
     (placed,) = new_tracks(p, 1)
-    assert placed.length == pytest.approx(bar, abs=1e-3)
+    assert placed.length == pytest.approx(2 * bar, abs=1e-3)
 
 
 @pytest.mark.parametrize("lang", RUNNERS)
