@@ -34,6 +34,9 @@ class LiveSet:
     selected: tuple[int, int] = (0, 0)
     num_scenes: int = 4
     create_audio_clip: bool = True
+    tempo: float = 120.0            # Song.tempo: quarter notes per minute
+    signature_numerator: int = 4
+    signature_denominator: int = 4
     log: list[tuple] = field(default_factory=list)
 
 
@@ -62,6 +65,9 @@ class StandInAbletonOSC:
             return self._send(address, *live.selected)
         if address == "/live/song/get/num_scenes":
             return self._send(address, live.num_scenes)
+        if address in ("/live/song/get/tempo", "/live/song/get/signature_numerator",
+                       "/live/song/get/signature_denominator"):
+            return self._send(address, getattr(live, address.rsplit("/", 1)[1]))
         if address == "/live/song/create_scene":
             live.num_scenes += 1
             return None

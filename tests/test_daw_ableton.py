@@ -49,7 +49,8 @@ def test_infill_inside_the_clip_becomes_a_new_clip_in_the_next_free_slot(env, so
                          "--steps", "8", capsys=capsys)
     assert code == 0, err
     # times are seconds in the clip's file: start marker 0.5 + 1.5 = 2.0, + 3.0 = 3.5
-    assert out["args"][1:] == ["--start", "2.000000", "--end", "3.500000", "--span", "full"]
+    assert out["args"][1:] == ["--start", "2.000000", "--end", "3.500000", "--span", "full",
+                               "--bpm", "120.000000", "--beat-offset", "0.500000"]   # the song's tempo, bars from the marker
     assert out["placed_scene"] == 2                    # scene 1 is taken
     placed = live.clips[(1, 2)]
     assert placed.file_path == out["path"] and placed.name == "Segue infill loop"
@@ -69,7 +70,8 @@ def test_without_create_audio_clip_the_file_is_reported_for_dragging(env, song, 
     assert code == 0, err
     assert out["placed_scene"] is None
     assert f"drag {out['path']} into Live" in err
-    assert out["args"][1:] == ["--start", "7.000000", "--duration", "1.000000", "--span", "full"]
+    assert out["args"][1:4] == ["--start", "7.000000", "--duration"] and out["args"][5] == "--span"
+    assert float(out["args"][4]) == 1.0
     assert read_wav(out["path"])[0].shape[1] == 8 * RATE     # clip + continuation
     assert set(live.clips) == {(0, 0)}
 
@@ -93,3 +95,54 @@ def test_no_answer_from_live_is_a_clear_error(capsys):
             segue_live.selected_clip(live)
     finally:
         live.close()
+
+
+def test_takes_fill_the_next_empty_slots_of_the_track(env, song, capsys):
+    path, _ = song
+    live = LiveSet(clips={(0, 0): Clip(path, 0.0, 7.0, name="loop"), (0, 2): Clip(path, 0.0, 7.0)}, num_scenes=4)
+    code, out, err = run(live, "infill", "--start", "2", "--end", "3", "--model", "analytic", "--steps", "4",
+                         "--seed", "30", "--takes", "3", capsys=capsys)
+    assert code == 0, err
+    assert out["placed_scenes"] == [1, 3, 4]                 # scene 2 is taken; a scene is added for take 3
+    assert [live.clips[(0, s)].name for s in (1, 3, 4)] == [f"Segue infill loop take {n}" for n in (1, 2, 3)]
+    files = [live.clips[(0, s)].file_path for s in (1, 3, 4)]
+    assert files == out["paths"] and len(set(files)) == 3
+    seeds = [json.loads(open(f[:-4] + ".json").read())["seed"] for f in files]
+    assert seeds == [30, 31, 32]
+
+
+def test_snap_bars_uses_the_songs_tempo_and_signature(env, song, capsys):
+    path, _ = song
+    bar = 3.5 * 60 / 97                      # 97 BPM (quarter notes) in 7/8: bars of 2.165 s
+    live = LiveSet(clips={(0, 0): Clip(path, 0.25, 7.0, name="loop")}, tempo=97.0, signature_numerator=7,
+                   signature_denominator=8)
+    code, out, err = run(live, "regenerate", "--start", "1.9", "--end", "4.0", "--snap-bars", "--model", "analytic",
+                         "--steps", "4", capsys=capsys)
+    assert code == 0, err
+    assert out["grid"] == {"bpm": 97.0, "numerator": 7, "denominator": 8, "bar_s": pytest.approx(bar)}
+    start, end = float(out["args"][2]), float(out["args"][4])
+    # 1.9 s -> 1 bar, 4.0 s -> 2 bars, counted from the start marker at 0.25 s of the file
+    assert start == pytest.approx(0.25 + bar, abs=1e-6) and end == pytest.approx(0.25 + 2 * bar, abs=1e-6)
+    used = json.loads(open(out["path"][:-4] + ".json").read())["request"]
+    assert used["bpm"] == 97.0 and used["beat_offset_s"] == 0.25
+
+
+def test_a_daemon_that_is_not_running_is_one_sentence(song, capsys, monkeypatch):
+    import os
+    from pathlib import Path
+    monkeypatch.setenv("SEGUE_ENDPOINT", f"tcp://127.0.0.1:{free_udp_port()}")   # nothing listens there
+    monkeypatch.setenv("SEGUE_CLIENT", f"{sys.executable} -m bridge.client")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path, _ = song
+    code, out, err = run(LiveSet(clips={(0, 0): Clip(path, 0.0, 7.0)}), "continue", "--duration", "1",
+                         capsys=capsys)
+    assert code == 1
+    assert "segue-live: The Segue daemon is not running: start it with `segue serve` and try again." in err
+
+
+def test_a_missing_segue_client_names_SEGUE_CLIENT(song, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEGUE_CLIENT", str(tmp_path / "no-such-client"))
+    path, _ = song
+    code, out, err = run(LiveSet(clips={(0, 0): Clip(path, 0.0, 7.0)}), "continue", "--duration", "1",
+                         capsys=capsys)
+    assert code == 1 and "segue-client was not found" in err and "SEGUE_CLIENT" in err

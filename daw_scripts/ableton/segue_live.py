@@ -5,10 +5,14 @@
     python segue_live.py style --preset lofi-warm
     python segue_live.py continue --duration 4
     python segue_live.py transition --other TRACK SCENE     # the selected clip into another clip
+    python segue_live.py infill --start 2.0 --end 3.5 --takes 4 --snap-bars   # 4 takes, range on whole bars
 
 Runs next to Live (not inside it). It asks AbletonOSC (UDP 11000, replies on 11001) for the selected
 Session clip, its file and markers, renders through `segue-client`, and puts the result into the
-next empty clip slot of the same track. What the Live API allows, and what it does not, is in
+next empty clip slot of the same track (N takes: the next N empty slots, one take each). The
+song's tempo and time signature (`/live/song/get/tempo`, `signature_numerator`,
+`signature_denominator`) go with the request as a beat-grid hint, and `--snap-bars` moves the
+range to whole bars counted from the clip's start marker. What the Live API allows, and what it does not, is in
 README.md: in short, AbletonOSC has no time selection, no arrangement clip files, and upstream
 has no call that creates an audio clip from a file; Live 12.0.5 added `ClipSlot.create_audio_clip`,
 which AbletonOSC forks expose as `/live/clip_slot/create_audio_clip`. Without it the script
@@ -30,6 +34,9 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 TASKS = ("infill", "regenerate", "continue", "transition", "style")
+NOT_RUNNING = "The Segue daemon is not running: start it with `segue serve` and try again."
+NO_CLIENT = ("segue-client was not found on the PATH: set SEGUE_CLIENT to its full command line "
+             "(e.g. /home/me/venv/bin/segue-client).")
 
 
 class LiveError(RuntimeError):
@@ -110,8 +117,35 @@ def clip_facts(live: AbletonOSC, track: int, scene: int) -> dict:
             "name": live.clip(track, scene, "name") or ""}
 
 
-def client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace) -> list[str]:
-    """segue-client arguments: times are seconds in the clip's file (clip-relative input + start marker)."""
+def song_grid(live: AbletonOSC) -> dict:
+    """Live's tempo (quarter notes per minute, Song.tempo) and time signature, and the bar length in seconds."""
+    tempo = float(live.query("/live/song/get/tempo")[0])
+    num = int(live.query("/live/song/get/signature_numerator")[0])
+    denom = int(live.query("/live/song/get/signature_denominator")[0])
+    return {"bpm": tempo, "numerator": num, "denominator": denom, "bar_s": num * 4 / denom * 60.0 / tempo}
+
+
+def snap_to_bars(start: float, end: float, bar_s: float) -> tuple[float, float]:
+    """Seconds from the clip's start marker moved to the nearest whole bars (at least one bar)."""
+    a, b = round(start / bar_s) * bar_s, round(end / bar_s) * bar_s
+    return a, max(b, a + bar_s)
+
+
+def client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace,
+                grid: Optional[dict] = None) -> list[str]:
+    """segue-client arguments: times are seconds in the clip's file (clip-relative input + start marker).
+
+    `grid` (Live's tempo) adds --bpm and --beat-offset: the clip's start marker, where a launched
+    Session clip meets the bar line; with `args.snap_bars` the range is moved to whole bars."""
+    tempo = ["--bpm", f"{grid['bpm']:.6f}", "--beat-offset", f"{a['start_s']:.6f}"] if grid else []
+    if grid and getattr(args, "snap_bars", False) and args.start is not None and args.end is not None:
+        args.start, args.end = snap_to_bars(args.start, args.end, grid["bar_s"])
+    if grid and getattr(args, "snap_bars", False) and task == "continue":
+        args.duration = max(round(args.duration / grid["bar_s"]), 1) * grid["bar_s"]
+    return _client_args(task, a, b, args) + tempo
+
+
+def _client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace) -> list[str]:
     if task == "transition":
         return [a["file"], b["file"], "--start", f"{a['end_s']:.6f}", "--b-start", f"{b['start_s']:.6f}",
                 *(["--crossfade", f"{args.crossfade:.6f}"] if args.crossfade else []), "--span", "region"]
@@ -128,15 +162,34 @@ def client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace)
     return [a["file"], "--start", f"{start:.6f}", "--end", f"{end:.6f}", "--span", "full"]
 
 
-def render(task: str, cargs: list[str], extra: list[str], timeout_s: float) -> dict:
-    cmd = [*shlex.split(os.environ.get("SEGUE_CLIENT", "segue-client")), task, *cargs, *extra, "--json"]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=timeout_s)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+def render(task: str, cargs: list[str], extra: list[str], timeout_s: float, takes: int = 1) -> list[dict]:
+    """Run segue-client (its progress goes to this terminal; Ctrl-C cancels the job); one reply per take."""
+    cmd = [*shlex.split(os.environ.get("SEGUE_CLIENT", "segue-client")), task, *cargs, *extra,
+           "--variations", str(takes), "--json"]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        raise LiveError(NO_CLIENT) from None
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except KeyboardInterrupt:
+        # Ctrl-C reached segue-client too (same terminal): let it cancel the job in the daemon and exit
+        proc.wait(30)
+        raise LiveError("cancelled; the job was cancelled in the daemon and nothing was placed") from None
+    except subprocess.TimeoutExpired:
+        proc.send_signal(2)   # SIGINT: segue-client cancels the job, then exits
+        proc.wait(30)
+        raise
+    lines = [ln for ln in out.splitlines() if ln.startswith(("{", "["))]
     reply = json.loads(lines[-1]) if lines else {}
-    if proc.returncode != 0 or "path" not in reply:
-        e = reply.get("error", {})
-        raise LiveError(f"render failed: {e.get('code', proc.returncode)} {e.get('message', '')}".strip())
-    return reply
+    if proc.returncode == 0 and isinstance(reply, list) and reply and all("path" in r for r in reply):
+        return reply
+    e = reply.get("error", {}) if isinstance(reply, dict) else {}
+    if e.get("code") == "unreachable":
+        raise LiveError(NOT_RUNNING)
+    if proc.returncode == 127:
+        raise LiveError(NO_CLIENT)
+    raise LiveError(f"render failed: {e.get('code', proc.returncode)} {e.get('message', '')}".strip())
 
 
 def place(live: AbletonOSC, track: int, after_scene: int, path: str, name: str) -> Optional[int]:
@@ -171,16 +224,26 @@ def run(args: argparse.Namespace, live: AbletonOSC) -> dict:
         raise LiveError("transition needs --other TRACK SCENE (1-based) for the second clip")
     a = clip_facts(live, track, scene)
     b = clip_facts(live, *args.other) if args.task == "transition" else None
-    cargs = client_args(args.task, a, b, args)
+    grid = song_grid(live)
+    cargs = client_args(args.task, a, b, args, grid)
     extra: list[str] = []
     for opt in ("preset", "model", "steps", "seed", "strength"):
         v = getattr(args, opt)
         if v is not None:
             extra += [f"--{opt}", str(v)]
-    reply = render(args.task, cargs, extra, args.timeout)
-    slot = place(live, track, scene, reply["path"], f"Segue {args.task} {a['name']}".strip())
-    return {"track": track, "scene": scene, "placed_scene": slot, "path": reply["path"], "reply": reply,
-            "args": cargs}
+    takes = render(args.task, cargs, extra, args.timeout, args.takes)
+    slots: list[Optional[int]] = []
+    after = scene
+    for n, take in enumerate(takes, 1):
+        label = f"Segue {args.task} {a['name']}".strip() + (f" take {n}" if len(takes) > 1 else "")
+        slot = place(live, track, after, take["path"], label)
+        slots.append(slot)
+        if slot is None:
+            break
+        after = slot
+    return {"track": track, "scene": scene, "placed_scene": slots[0], "placed_scenes": slots,
+            "path": takes[0]["path"], "paths": [t["path"] for t in takes], "reply": takes[0], "args": cargs,
+            "grid": grid}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -197,6 +260,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--strength", type=float)
+    ap.add_argument("--takes", type=int, default=1, help="variations to render (1-16), one clip slot each")
+    ap.add_argument("--snap-bars", action="store_true",
+                    help="move --start/--end (and a continuation's --duration) to whole bars of the song's tempo")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=11000)
     ap.add_argument("--reply-port", type=int, default=11001)
@@ -212,9 +278,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     finally:
         live.close()
-    if out["placed_scene"] is None:
+    if None in out["placed_scenes"]:
+        left = out["paths"][len(out["placed_scenes"]) - 1:]
         sys.stderr.write(f"segue-live: Live cannot create an audio clip from a file through this AbletonOSC; "
-                         f"drag {out['path']} into Live\n")
+                         f"drag {' '.join(left)} into Live\n")
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 
