@@ -186,12 +186,19 @@ def engine_methods(strengths: list[float], spans: list[str]) -> list[EngineMetho
 MODEL = None  # set in main: the model under test
 
 
+CHOICES: list[dict] = []  # per engine render: task, method, the plan's prior settings and the prior's choices
+
+
 def run_engine(method: EngineMethod, args, **fields) -> tuple[np.ndarray, float]:
     """Render one request with the method's prior fields; returns (full timeline, seconds)."""
     req = RenderRequest(span="full", steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
                         step_mode=args.step_mode, sampler=args.sampler, seam_ms=SEAM_MS, prior=method.prior,
                         refine_strength=method.refine_strength, refine_span=method.refine_span, **fields)
     r = render_audio(req, model=MODEL if MODEL is not None else get_model(args.model))
+    plan = getattr(r, "plan", None)
+    CHOICES.append({"task": fields.get("task"), "method": method.name,
+                    "plan": {k: getattr(plan, k, None) for k in ("prior", "refine_strength", "refine_span")},
+                    "info": getattr(r, "info", {}) or {}})
     return r.audio, r.elapsed_s
 
 
@@ -288,7 +295,10 @@ def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -
                                            context_s=2.0)
         out[m.name] = TransitionEdit(full, first_change(full, a_in, g0))
     period = beat_period_s(a_in[:, max(0, g0 - s(PERIOD_FROM_S)):g0], RATE)
-    return out, elapsed, {"hard": hard, "g0": g0, "period_s": period}
+    # The beat-offset metric's own floor: A's track running on untouched across the same span.
+    a_track = wa.track_audio
+    floor = beat_offset_ms(a_track, (g0 - s(BEAT_SIDE_S), g0), (g1, g1 + s(BEAT_SIDE_S)), period, RATE)
+    return out, elapsed, {"hard": hard, "g0": g0, "period_s": period, "floor_offset_ms": floor}
 
 
 # ---------------------------------------------------------------- scoring
@@ -480,6 +490,10 @@ def main(argv: list[str] | None = None) -> None:
             # Real reference: spans of the two tracks themselves, unmixed, alternating A and B.
             real = [(wa if i % 2 == 0 else wb).real_span(s(XF_S)) for i, (wa, wb) in enumerate(pairs)]
             res = score_transitions(edits, infos, real, embed)
+            floor = [i["floor_offset_ms"] for i in infos]
+            report["beat_metric_floor"] = {"offset_abs_ms": _mean([abs(v) for v in floor]),
+                                           "within_10ms": _mean([float(abs(v) <= 10.0) for v in floor]),
+                                           "per_pair_ms": floor, "period_s": [i["period_s"] for i in infos]}
             i = args.plot_window % len(pairs)
             pre = s(WIN_S / 2) - s(XF_S) // 2
             plot_windows = {"original (hard cut)": infos[i]["hard"][:, infos[i]["g0"] - pre:infos[i]["g0"] - pre + s(WIN_S)]}
@@ -496,9 +510,10 @@ def main(argv: list[str] | None = None) -> None:
             plot_spectrograms(shown, span, f"{task}: {title}", args.plots / f"{task}.png")
         print(f"{task}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     report["wall_s"] = time.time() - t_all
+    report["engine_choices"] = CHOICES
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+        args.json.write_text(json.dumps(report, indent=1, default=str))
     text = markdown(report)
     if args.md is not None:
         args.md.parent.mkdir(parents=True, exist_ok=True)
@@ -514,6 +529,13 @@ def _f(row: dict, key: str, fmt: str) -> str:
 def markdown(report: dict) -> str:
     lines = [f"model `{report['model']}`, {report['windows']} held-out windows, {report['steps']} steps, "
              f"xi = {report['xi']}, {report['machine']}", ""]
+    resolved = {}
+    for c in report.get("engine_choices", []):
+        resolved.setdefault(c["method"], c["plan"])
+    if resolved:
+        lines.append("engine methods as the plan resolved them (prior, refine_strength, refine_span): " + "; ".join(
+            f"{m}: {p.get('prior')}, {p.get('refine_strength')}, {p.get('refine_span')}" for m, p in resolved.items()))
+        lines.append("")
     for task, res in report["tasks"].items():
         lines.append(f"**{task}**")
         lines.append("")
@@ -544,6 +566,12 @@ def markdown(report: dict) -> str:
                              + f" {_f(r, 'seconds_per_render', '.1f')} |")
         any_row = next(iter(res.values()))
         lines.append("")
+        if task == "transition" and "beat_metric_floor" in report:
+            f = report["beat_metric_floor"]
+            lines.append(f"beat offset: of the material after the crossfade against the grid of the 4 s before it; "
+                         f"the metric's floor (A's own track running on untouched across the same span): "
+                         f"{f['offset_abs_ms']:.1f} ms mean |offset|, {f['within_10ms']:.0%} within 10 ms")
+            lines.append("")
         lines.append(f"detect acc: 5-fold CV on {2 * len(next(iter(any_row['per_window'].values())))} clips, "
                      f"chance +- {any_row['detect_chance_se']:.0%} (one standard error)")
         lines.append("")

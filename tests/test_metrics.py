@@ -139,14 +139,19 @@ def test_beat_period_of_click_tracks_at_known_tempos_is_within_2_percent():
         assert beat_period_s(_clicks(8.0, bpm), RATE) == pytest.approx(60.0 / bpm, rel=0.02)
 
 
+def _groove(seconds: float, offset_s: float = 0.0) -> np.ndarray:
+    """Hits on the beat at 120 BPM and quieter off-beat hits 0.15 s after each."""
+    return _clicks(seconds, 120, offset_s) + 0.5 * _clicks(seconds, 120, offset_s + 0.15, seed=3)
+
+
 def test_beat_offset_is_zero_on_a_continuous_grid_and_the_shift_after_a_late_join():
-    period = 0.5
-    steady = _clicks(8.0, 120)
-    assert abs(beat_offset_ms(steady, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE)) < 3.0
-    late = np.concatenate([steady[:, :4 * RATE], _clicks(8.0, 120, offset_s=0.1)[:, 4 * RATE:]], axis=1)
-    assert beat_offset_ms(late, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE) == pytest.approx(100.0, abs=5.0)
-    early = np.concatenate([steady[:, :4 * RATE], _clicks(8.0, 120, offset_s=0.45)[:, 4 * RATE:]], axis=1)
-    assert beat_offset_ms(early, (0, 4 * RATE), (4 * RATE, 8 * RATE), period, RATE) == pytest.approx(-50.0, abs=5.0)
+    period, before, after = 0.5, (0, 4 * RATE), (4 * RATE, 8 * RATE)
+    steady = _groove(8.0)
+    assert abs(beat_offset_ms(steady, before, after, period, RATE)) < 3.0
+    late = np.concatenate([steady[:, :4 * RATE], _groove(8.0, offset_s=0.1)[:, 4 * RATE:]], axis=1)
+    assert beat_offset_ms(late, before, after, period, RATE) == pytest.approx(100.0, abs=5.0)
+    early = np.concatenate([steady[:, :4 * RATE], _groove(8.0, offset_s=0.45)[:, 4 * RATE:]], axis=1)
+    assert beat_offset_ms(early, before, after, period, RATE) == pytest.approx(-50.0, abs=5.0)
 
 
 def _segment_features(audio: np.ndarray, seg_s: float) -> np.ndarray:
