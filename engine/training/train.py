@@ -53,6 +53,14 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"
     seed: int = 0
+    # The refiner's job (engine/prior): training t ~ U(t_min, t_max), the range the tasks re-noise to.
+    t_min: float = 0.0
+    t_max: float = 1.0
+    # Robustness to what users bring: this share of crops band-limited at a random 6-18 kHz
+    # (old MP3s, 22 kHz sources, OGG cut-offs), so empty bands stay empty.
+    bandlimit_prob: float = 0.0
+    # Start from these weights (a folder with builtin.safetensors + builtin.json) instead of random ones.
+    init_from: str = ""
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -62,6 +70,11 @@ CONFIGS: dict[str, TrainConfig] = {
     "gpu": TrainConfig(name="gpu", net=NetConfig(power_features=True), batch=48, crop_frames=512, lr=2e-4,
                        warmup_steps=1000, max_steps=300_000, ckpt_every_s=600.0,
                        eval_every_steps=2000, eval_items=64, device="cuda", threads=4),
+    # Fine-tune the shipped weights as the retrieval prior's refiner: low t only, wider levels,
+    # band-limited inputs. `--max-minutes` bounds a CPU run; the lr decays over max_steps.
+    "refiner": TrainConfig(name="refiner", net=NetConfig(power_features=True), lr=1e-4, warmup_steps=20,
+                           max_steps=1500, t_min=0.0, t_max=0.45, gain_db_range=12.0, bandlimit_prob=0.3,
+                           init_from="engine/models/weights", eval_every_steps=250, threads=1),
     # A minute or two on CPU on synthetic audio: proves training runs, resumes and learns.
     "tiny": TrainConfig(name="tiny", net=NetConfig(widths=(32, 32, 48), blocks=(1, 1, 1), emb_dim=32, groups=8,
                                                                 power_features=True),
@@ -72,6 +85,14 @@ CONFIGS: dict[str, TrainConfig] = {
 
 
 # ---------------------------------------------------------------- data
+
+def band_limit(audio: np.ndarray, cutoff_hz: float, rate: int = 44100) -> np.ndarray:
+    """An ideal low-pass (FFT brick wall) of (2, n) audio: what a band-limited source looks like."""
+    spec = np.fft.rfft(audio, axis=-1)
+    freqs = np.fft.rfftfreq(audio.shape[-1], 1.0 / rate)
+    spec[:, freqs > cutoff_hz] = 0
+    return np.fft.irfft(spec, audio.shape[-1], axis=-1).astype(np.float32)
+
 
 class CropSource:
     """Random crops of training or held-out audio as (B, 2, samples) float tensors."""
@@ -104,6 +125,8 @@ class CropSource:
             out *= gains.astype(np.float32)
             swap = rng.random(n) < 0.5
             out[swap] = out[swap][:, ::-1]
+            for i in np.nonzero(rng.random(n) < self.cfg.bandlimit_prob)[0]:
+                out[i] = band_limit(out[i], rng.uniform(6000.0, 18000.0))
         return torch.from_numpy(out)
 
     def _one(self, rng: np.random.Generator) -> np.ndarray:
@@ -155,16 +178,26 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, data_dir: Path) -> None:
         self.cfg, self.out = cfg, out
         self.device = torch.device(cfg.device)
+        self.transform: SpectralTransform | None = None
         self.train_src = CropSource(cfg, "train", data_dir)
         self.eval_src = CropSource(cfg, "test", data_dir)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)  # the same initial weights for every run of a config
             self.net = SpectralUNet(cfg.net).to(self.device)
+        if cfg.init_from:
+            self._init_from(Path(cfg.init_from))
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=0.01)
         self.step = 0
         self.best_eval = float("inf")
-        self.transform: SpectralTransform | None = None
+
+    def _init_from(self, folder: Path) -> None:
+        """Load exported weights (fp16 safetensors) and their bin scale as the starting point."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(folder / "builtin.safetensors"))
+        self.net.load_state_dict({k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+        self._set_transform(tensors["transform.bin_scale"].float())
 
     # -- state
     def state(self) -> dict:
@@ -204,7 +237,7 @@ class Trainer:
         audio = self.train_src.batch(rng, c.batch, augment=True).to(self.device)
         with torch.no_grad():
             x0 = self.transform.encode(audio)
-        t = torch.rand(c.batch, generator=gen).to(self.device)
+        t = (c.t_min + (c.t_max - c.t_min) * torch.rand(c.batch, generator=gen)).to(self.device)
         noise = torch.randn(x0.shape, generator=gen).to(self.device)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
@@ -228,7 +261,7 @@ class Trainer:
         rng, gen = _step_rng(c.seed, 2 ** 31, 1)
         audio = self.eval_src.batch(rng, c.eval_items, augment=False).to(self.device)
         x0 = self.transform.encode(audio)
-        t = torch.linspace(0.05, 0.95, c.eval_items).to(self.device)
+        t = torch.linspace(max(0.05, c.t_min), min(0.95, c.t_max), c.eval_items).to(self.device)
         noise = torch.randn(x0.shape, generator=gen).to(self.device)
         losses = [float(v_loss(net, x0[i:i + 4], t[i:i + 4], noise[i:i + 4])) for i in range(0, c.eval_items, 4)]
         return float(np.mean(losses))
