@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,12 +18,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .audio_io import check_readable, load_audio, sidecar_path, write_audio_atomic
+from .audio_io import check_output, check_readable, load_audio, sidecar_path, write_audio_atomic
 from .errors import InvalidRequest, ModelNotFound
 from .models import Model, load_model
 from .plan import RenderPlan, plan_render
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ProgressTracker
-from .request import RenderRequest
+from .request import PCMAudio, RenderRequest
 from .style_task import style
 from .tasks import StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, transition
 
@@ -129,8 +130,15 @@ def style_target(request: RenderRequest, sample_rate: int, embedder_name: str = 
 
 
 def default_output_path(request: RenderRequest, output_dir: Path) -> Path:
-    """A name that is unique per request content, readable, and never overwrites an input."""
-    digest = hashlib.sha1(json.dumps(request.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    """A name that is unique per request content, readable, and never overwrites an input.
+
+    The hash covers the PCM samples themselves (`to_json` only summarises PCM by its shape), so
+    two jobs whose audio differs never share a name."""
+    h = hashlib.sha1(json.dumps(request.to_json(), sort_keys=True, default=str).encode())
+    for pcm in (*request.audio, request.reference):
+        if isinstance(pcm, PCMAudio):
+            h.update(np.ascontiguousarray(pcm.samples).tobytes())
+    digest = h.hexdigest()[:10]
     first = request.audio[0]
     stem = Path(first).stem if isinstance(first, str) else "pcm"
     return output_dir / f"{stem}.{request.task}.{digest}.wav"
@@ -151,10 +159,14 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
     inputs = {Path(a).resolve() for a in request.audio if isinstance(a, str)}
     if path.resolve() in inputs:
         raise InvalidRequest(f"the output {path} would overwrite an input", code="output_is_input")
+    # an explicit output never replaces a file unless asked; a default name is the request's own content hash
+    replace = request.overwrite or request.output is None
+    if path.parent.is_dir():
+        os.close(check_output(path, replace=replace))  # refuse before rendering, not after
     rendered = render_audio(request, model=model, progress=progress, cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    warnings = _clipping_warnings(rendered.audio, request.bit_depth)
+    warnings = _clipping_warnings(rendered.audio, request.bit_depth) + _prior_warnings(rendered.info)
     sidecar = {
         "segue_version": __version__,
         "request": rendered.request.to_json(),
@@ -169,9 +181,17 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
         "warnings": list(warnings),
         "elapsed_s": round(rendered.elapsed_s, 3),
     }
-    write_audio_atomic(path, rendered.audio, rendered.sample_rate, bit_depth=request.bit_depth, sidecar=sidecar)
+    write_audio_atomic(path, rendered.audio, rendered.sample_rate, bit_depth=request.bit_depth, sidecar=sidecar,
+                       replace=replace)
     return RenderResult(str(path), str(sidecar_path(path)), rendered.offset_s, rendered.duration_s,
                         rendered.sample_rate, request.seed, model.name, warnings)
+
+
+def _prior_warnings(info: dict) -> tuple[str, ...]:
+    """A retrieval prior that found nothing to copy says so (the sidecar has the same words under "prior")."""
+    if info.get("fallback") and info.get("fallback_to"):
+        return (f"the retrieval prior was not used ({info['fallback']}); the model generated the region instead",)
+    return ()
 
 
 def _clipping_warnings(audio: np.ndarray, bit_depth: int) -> tuple[str, ...]:

@@ -203,3 +203,15 @@ def test_sources_extend_the_search_to_other_clips(tmp_path):
     assert out.info["segments"][0]["source"] == str(path)
     ref = song[:, 3 * RATE:5 * RATE]
     assert np.sqrt(np.mean((out.audio - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)) < 0.05
+
+
+def test_the_cli_says_when_the_prior_fell_back(tmp_path, capsys):
+    from engine.audio_io import write_audio_atomic
+    from engine.cli import main
+
+    src = tmp_path / "quiet.wav"
+    write_audio_atomic(src, np.zeros((2, 6 * RATE), np.float32), RATE, bit_depth=32)
+    code = main(["infill", str(src), "--start", "2", "--end", "3", "--steps", "2", "-o", str(tmp_path / "o.wav"),
+                 "--quiet"])
+    assert code == 0
+    assert "the retrieval prior was not used (the context around the region is silent)" in capsys.readouterr().err
