@@ -14,9 +14,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .guidance import Guidance
-from .progress import CancelToken
-from .samplers import DataConsistency, StepCallback, _denoise, _finish_step, randn_like
+from .samplers import Step, randn_like, sample
 
 NoiseSampler = Callable[[float, float], torch.Tensor]
 
@@ -54,49 +52,46 @@ def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(torch.float32)
 
 
+def dpmpp_2m_sde_step(s: Step, noise: str = "gaussian", noise_sampler: Optional[NoiseSampler] = None,
+                      brownian_range: Optional[tuple[float, float]] = None) -> torch.Tensor:
+    """One DPM-Solver++(2M) SDE step (midpoint form, eta = 1); `s.state` keeps the previous x0_hat and h."""
+    st = s.state
+    if "noise" not in st:
+        if noise_sampler is None and noise == "brownian":
+            lo, hi = brownian_range or (float(s.sigmas[s.sigmas > 0].min()), float(s.sigmas.max()))
+            g = s.generator
+            seed = g.initial_seed() if g is not None else int(torch.randint(0, 2 ** 62, ()).item())
+            noise_sampler = BrownianTreeNoise(s.x0, lo, hi, seed)
+        st["noise"] = noise_sampler
+    sampler = st["noise"]
+    z = sampler(s.sigma, s.sigma_next).to(s.x.device, s.x.dtype) if sampler is not None else None
+    old_x0, h_last = st.get("old_x0"), st.get("h_last")
+    st["old_x0"] = s.x0
+    if s.sigma_next == 0.0:
+        st["h_last"] = None
+        return s.x0
+    h = math.log(s.sigma / s.sigma_next)
+    st["h_last"] = h
+    decay = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+    x_next = (s.sigma_next / s.sigma * math.exp(-h)) * s.x + decay * s.x0
+    if old_x0 is not None and h_last is not None:
+        r = h_last / h
+        x_next = x_next + 0.5 * decay * (1.0 / r) * (s.x0 - old_x0)
+    if z is None:
+        z = randn_like(s.x, s.generator)
+    return x_next + s.sigma_next * math.sqrt(decay) * z
+
+
 def sample_dpmpp_2m_sde(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
-                        guide: Optional[Guidance] = None, consistency: Optional[DataConsistency] = None,
-                        cond: Optional[Any] = None, callback: Optional[StepCallback] = None,
-                        cancel: Optional[CancelToken] = None, generator: Optional[torch.Generator] = None,
                         noise: str = "gaussian", noise_sampler: Optional[NoiseSampler] = None,
-                        brownian_range: Optional[tuple[float, float]] = None) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE (Lu et al. 2022), midpoint form, eta = 1; guidance moves the sample after each step.
+                        brownian_range: Optional[tuple[float, float]] = None, **hooks: Any) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022) on the shared loop; guidance moves the sample after each step.
 
     `noise`: "gaussian" (fresh draws from `generator`) or "brownian" (a Brownian tree on
     `brownian_range`, default the schedule's own range, seeded by `generator.initial_seed()`).
+    `hooks` are `engine.samplers.sample`'s guide, consistency, cond, callback, cancel, generator.
     """
     if noise not in ("gaussian", "brownian"):
         raise ValueError(f"noise must be 'gaussian' or 'brownian', got {noise!r}")
-    n = len(sigmas) - 1
-    old_x0: Optional[torch.Tensor] = None
-    h_last: Optional[float] = None
-    for i in range(n):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        x0, grad = _denoise(denoiser, x, sigma, guide, cond)
-        if noise_sampler is None and noise == "brownian":
-            lo, hi = brownian_range or (float(sigmas[sigmas > 0].min()), float(sigmas.max()))
-            seed = generator.initial_seed() if generator is not None else int(torch.randint(0, 2 ** 62, ()).item())
-            noise_sampler = BrownianTreeNoise(x0, lo, hi, seed)
-        if noise_sampler is not None:
-            z = noise_sampler(sigma, sigma_next).to(x.device, x.dtype)
-        if sigma_next == 0.0:
-            x_next = x0
-            h = None
-        else:
-            h = math.log(sigma / sigma_next)
-            decay = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
-            x_next = (sigma_next / sigma * math.exp(-h)) * x + decay * x0
-            if old_x0 is not None and h_last is not None:
-                r = h_last / h
-                x_next = x_next + 0.5 * decay * (1.0 / r) * (x0 - old_x0)
-            if noise_sampler is None:
-                z = randn_like(x, generator)
-            x_next = x_next + sigma_next * math.sqrt(decay) * z
-        if guide is not None:
-            x_next = guide.apply(x_next, grad, sigma, sigma_next)
-        old_x0, h_last = x0, h
-        x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback)
-    return x
+    return sample(lambda s: dpmpp_2m_sde_step(s, noise, noise_sampler, brownian_range), denoiser, x, sigmas,
+                  **hooks)

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import ModelNotFound
+from ..samplers import sample_pingpong  # noqa: F401  (SA3's sampler: a step function on the one loop)
 from . import diffusers_io
 from .base import Model, register_model
 
@@ -199,25 +200,6 @@ def logsnr_sigmas(steps: int, logsnr_min: float = -6.2, logsnr_max: float = 2.0)
     ts[-1] = 0.0
     ts = ts.to(torch.float64).clamp(max=T_MAX)
     return ts / (1 - ts)
-
-
-def sample_pingpong(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, guide=None, consistency=None, cond=None,
-                    callback=None, cancel=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """The distilled SA3 models' stochastic step: x_next = x0_hat + sigma_next * fresh noise (VE view)."""
-    from ..samplers import _denoise, _finish_step, randn_like
-
-    n = len(sigmas) - 1
-    for i in range(n):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        x0, grad = _denoise(denoiser, x, sigma, guide, cond)
-        x_next = x0 + sigma_next * randn_like(x, generator) if sigma_next > 0 else x0
-        if guide is not None:
-            x_next = guide.apply(x_next, grad, sigma, sigma_next)
-        x = _finish_step(x_next, i, n, sigma_next, consistency=consistency, generator=generator,
-                         callback=callback)
-    return x
 
 
 def native_infill(model: Model, audio, gap: tuple[int, int], *, steps: int, seed: int = 0):
