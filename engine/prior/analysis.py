@@ -201,15 +201,16 @@ def track_beats(onset: np.ndarray, period_frames: float, tightness: float = 100.
     penalty = -tightness * np.log(taus / period_frames) ** 2
     score = o.astype(np.float64).copy()
     back = np.full(n, -1, int)
-    for t in range(lo, n):
-        prev = t - taus
+    # Every frame looks back at least `lo` frames, so `lo` frames at a time depend only on
+    # frames already final: the recurrence runs as vector operations over such blocks.
+    for t0 in range(lo, n, lo):
+        t = np.arange(t0, min(n, t0 + lo))
+        prev = t[:, None] - taus[None, :]
         valid = prev >= 0
-        if not valid.any():
-            continue
-        cand = score[prev[valid]] + penalty[valid]
-        j = int(np.argmax(cand))
-        score[t] = o[t] + cand[j]
-        back[t] = prev[valid][j]
+        cand = np.where(valid, score[np.maximum(prev, 0)] + penalty[None, :], -np.inf)
+        j = np.argmax(cand, axis=1)
+        score[t] = o[t] + cand[np.arange(len(t)), j]
+        back[t] = prev[np.arange(len(t)), j]
     # End on the best-scoring frame within the last period, then follow the pointers back.
     tail = max(0, n - int(np.ceil(period_frames)))
     t = tail + int(np.argmax(score[tail:]))
@@ -230,8 +231,9 @@ def _onset_bias(mono: np.ndarray, beats: np.ndarray, hop: int = 64, win: int = 2
     n = len(mono) // hop
     if n < 4 or len(beats) == 0:
         return 0
-    frames = np.lib.stride_tricks.sliding_window_view(np.pad(mono, (0, win)), win)[::hop][:n]
-    env = np.log(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
+    sq = np.concatenate([[0.0], np.cumsum(np.pad(mono.astype(np.float64), (0, win)) ** 2)])
+    starts = np.arange(n) * hop
+    env = np.log((sq[starts + win] - sq[starts]) / win + 1e-10)
     rise = np.zeros(n)
     rise[1:] = np.maximum(np.diff(env), 0)
     shifts = []

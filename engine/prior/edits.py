@@ -13,6 +13,9 @@ reason when nothing fits (the task then falls back and says so).
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
@@ -53,6 +56,28 @@ class Source:
     analysis: Analysis
 
 
+_CACHE: "OrderedDict[tuple, Analysis]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+CACHE_ENTRIES = 8
+
+
+def cached_analysis(audio: np.ndarray, rate: int, *, bpm: Optional[float] = None,
+                    beat_offset_s: Optional[float] = None) -> Analysis:
+    """`analyse`, remembered by content: a daemon editing one song again and again analyses it once."""
+    digest = hashlib.blake2b(np.ascontiguousarray(audio).view(np.uint8), digest_size=16).hexdigest()
+    key = (digest, audio.shape, rate, bpm, beat_offset_s)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    an = analyse(audio, rate, bpm_hint=bpm, beat_offset_s=beat_offset_s)
+    with _CACHE_LOCK:
+        _CACHE[key] = an
+        while len(_CACHE) > CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
+    return an
+
+
 def make_sources(names: Sequence[str], audios: Sequence[np.ndarray], rate: int, *, bpm: Optional[float] = None,
                  beat_offset_s: Optional[float] = None) -> list[Source]:
     """Analyse each input once; the DAW's tempo hint applies to the first (the edited clip)."""
@@ -60,7 +85,7 @@ def make_sources(names: Sequence[str], audios: Sequence[np.ndarray], rate: int, 
     for i, (name, audio) in enumerate(zip(names, audios)):
         hint = bpm if i == 0 else None
         offset = beat_offset_s if i == 0 else None
-        out.append(Source(name, audio, analyse(audio, rate, bpm_hint=hint, beat_offset_s=offset)))
+        out.append(Source(name, audio, cached_analysis(audio, rate, bpm=hint, beat_offset_s=offset)))
     return out
 
 
