@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--play", action="store_true", help="play the result through the default audio device")
     p.set_defaults(func=_cmd_rerun)
-    p = sub.add_parser("models", help="list the models this installation can load")
+    p = sub.add_parser("models", help="list the models: kind, where the weights are, size, availability")
+    p.add_argument("names", nargs="*", metavar="MODEL", help="describe these (e.g. stable-audio:/path/to/folder)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("demo", help="render a demo infill with the built-in model (no input needed)")
     p.add_argument("-o", "--output", default="segue-demo.wav")
@@ -196,9 +198,13 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import available_models
-    for name in available_models():
-        print(name)
+    from .models.catalog import catalog, describe, table
+
+    entries = [describe(n) for n in args.names] if args.names else catalog()
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+    else:
+        print(table(entries))
     return 0
 
 

@@ -79,7 +79,7 @@ def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
     plan = plan_render(request, model)
     request = plan.apply(request)
     rate = model.sample_rate
-    audios = [load_audio(a, rate) for a in request.audio]
+    audios = [load_audio(a, rate, downmix=request.downmix) for a in request.audio]
     tracker = ProgressTracker(sampling_passes(request) * steps_per_pass(request), progress, cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -123,7 +123,7 @@ def style_target(request: RenderRequest, sample_rate: int, embedder_name: str = 
             raise InvalidRequest(f"reference_embedding has {ref.shape[1]} values; the {embedder_name!r} embedder "
                                  f"gives {embed.dim}", code="bad_preset")
     else:
-        ref_audio = torch.from_numpy(load_audio(request.reference, sample_rate))[None]
+        ref_audio = torch.from_numpy(load_audio(request.reference, sample_rate, downmix=request.downmix))[None]
         with torch.no_grad():
             ref = embed(ref_audio).float()
     return StyleTarget(embed=embed, reference=ref)

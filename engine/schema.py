@@ -144,6 +144,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     # what to render
     _f("task", "choice", REQUIRED, "what to render (the `segue` subcommand, the OSC address)", choices=TASKS),
     _f("audio", "audios", REQUIRED, "the input clip (transition: clip A and clip B); positional on the CLI and in OSC"),
+    _f("downmix", "bool", False, "fold inputs of more than two channels (5.1, ...) down to stereo instead of "
+       "refusing them", cli=("--downmix",), osc="downmix"),
     _f("start_s", "time", None, "region start; continue: the cut point, transition: the join in A "
        "(default: the clip's end)", lo=0.0, hi=MAX_DURATION_S, optional=True, cli=("--start",), osc="start",
        required_for=_T),
