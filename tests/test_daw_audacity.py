@@ -107,6 +107,27 @@ def test_a_selection_outside_every_track_is_refused_without_changes(tmp_path, au
         assert len(pipe.info("Tracks")) == n
 
 
+def test_a_stopped_daemon_and_a_missing_client_are_one_sentence_each(tmp_path, audacity, serve):
+    import socket
+    with AudacityPipe() as pipe:
+        n = len(pipe.info("Tracks"))
+        pipe.command("Select", Start=1.0, End=2.0, Track=0, TrackCount=1, Mode="Set")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                     # nothing listens here
+    env = dict(serve.env, SEGUE_ENDPOINT=f"tcp://127.0.0.1:{port}")
+    done = subprocess.run([sys.executable, str(AUDACITY / "segue_audacity.py"), "infill", "--workdir",
+                           str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("The Segue daemon is not running: start it with `segue serve` and try again.")
+    env = dict(serve.env, SEGUE_CLIENT=str(tmp_path / "no-such-client"))
+    done = subprocess.run([sys.executable, str(AUDACITY / "segue_audacity.py"), "infill", "--workdir",
+                           str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1 and "segue-client was not found" in done.stderr and "SEGUE_CLIENT" in done.stderr
+    with AudacityPipe() as pipe:
+        assert len(pipe.info("Tracks")) == n
+
+
 def test_continue_and_transition_place_their_clips_where_the_engine_says(tmp_path, audacity, serve):
     import json
 
@@ -140,4 +161,98 @@ def test_continue_and_transition_place_their_clips_where_the_engine_says(tmp_pat
     assert tr["params"] == ["--start", "3.500000", "--b-start", "2.500000", "--crossfade", "2.500000"]
     with AudacityPipe() as pipe:
         clips = pipe.info("Clips")
-    assert [round(c["end"], 4) for c in clips[2:]] == [6.0, 5.75]   # 5 + 1 s and 3.25 + 2.5 s
+        tracks = pipe.info("Tracks")
+    # the continuation ends at 5 + 1 s; the transition's track plays through to B's end (9 s)
+    assert [round(c["end"], 4) for c in clips[2:]] == [6.0, 9.0]
+    # A and B are muted: the new track plays A up to the transition, the transition, then B
+    assert [bool(t.get("mute")) for t in tracks] == [True, True, False, False]
+    x0 = int(round(tr["position_s"] * RATE))
+    clip, _ = read_wav(tr["reply"]["path"])
+    x1 = x0 + int(round(clip.shape[1] * RATE / 44100))
+    with AudacityPipe() as pipe:
+        through = export_track(pipe, 3, 9.0, tmp_path / "through.wav")
+    fade = int(0.01 * RATE)
+    np.testing.assert_allclose(through[:, :x0 - 10], a[:, :x0 - 10], atol=1e-5)            # A, untouched
+    np.testing.assert_allclose(through[:, x1 + fade + 10:], b[:, x1 + fade + 10:], atol=1e-5)   # then B
+    expected = fft_resample(clip, 44100, RATE)
+    lag, corr = best_lag(expected[0, 1000:-1000], through[0, x0 + 1000:x1 - 1000], max_lag=10)
+    assert lag == 0 and corr > 0.99, (lag, corr)                                          # the transition between
+    assert np.abs(through[:, x0 - 10:x0 + fade + 10]).max() < 2.0                          # a fade, not a jump in level
+    # one Undo takes back the track and the mutes together
+    with AudacityPipe() as pipe:
+        pipe.command("Undo")
+        tracks = pipe.info("Tracks")
+    assert len(tracks) == 3 and not any(t.get("mute") for t in tracks)
+
+
+def test_takes_come_back_as_one_track_each_at_the_selection(tmp_path, audacity, serve):
+    import json
+
+    write_wav(tmp_path / "song.wav", music(7.0, RATE, seed=21), RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "song.wav"))
+        pipe.command("Select", Start=2.0, End=3.0, Track=0, TrackCount=1, Mode="Set")
+    done = run_script(serve, "infill", "--model", "analytic", "--steps", "4", "--seed", "40", "--takes", "3",
+                      "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [t["track_name"].rsplit(" ", 2)[1:] for t in out["takes"]] == [["take", "1"], ["take", "2"], ["take", "3"]]
+    seeds = [json.loads(Path(t["reply"]["path"]).with_suffix(".json").read_text())["seed"] for t in out["takes"]]
+    assert seeds == [40, 41, 42]
+    with AudacityPipe() as pipe:
+        names = [t["name"] for t in pipe.info("Tracks")]
+        ends = [round(c["end"], 4) for c in pipe.info("Clips")]
+        new = [export_track(pipe, i, 3.0, tmp_path / f"take{i}.wav") for i in (1, 2, 3)]
+    assert names[1:] == [t["track_name"] for t in out["takes"]]
+    assert ends[1:] == [3.0, 3.0, 3.0]                  # every take at the selection
+    assert not np.allclose(new[0][:, 2 * RATE:], new[1][:, 2 * RATE:], atol=1e-3)
+
+
+def test_snap_bars_moves_the_selection_to_whole_bars_of_the_given_meter(tmp_path, audacity, serve):
+    import json
+
+    write_wav(tmp_path / "song.wav", music(7.0, RATE, seed=22), RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "song.wav"))
+        pipe.command("Select", Start=2.0, End=3.5, Track=0, TrackCount=1, Mode="Set")
+    done = run_script(serve, "infill", "--model", "analytic", "--steps", "4", "--bpm", "97", "--meter", "7/8",
+                      "--snap-bars", "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    bar = 3.5 * 60 / 97                                   # 7/8 at 97 quarter notes a minute: 2.165 s
+    assert out["position_s"] == pytest.approx(bar, abs=1e-5)              # 2.0 s -> bar 1
+    assert out["reply"]["duration_s"] == pytest.approx(bar, abs=1e-3)     # 3.5 s -> bar 2
+    used = json.loads(Path(out["reply"]["path"]).with_suffix(".json").read_text())["request"]
+    assert used["bpm"] == 97.0
+    bars_at = (out["origin_s"] + used["beat_offset_s"]) / bar             # the offset is a bar line of the project
+    assert abs(bars_at - round(bars_at)) < 1e-5
+
+
+def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve):
+    import signal
+    import time
+
+    write_wav(tmp_path / "song.wav", music(7.0, RATE, seed=23), RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "song.wav"))
+        pipe.command("Select", Start=2.0, End=4.0, Track=0, TrackCount=1, Mode="Set")
+    proc = subprocess.Popen([sys.executable, str(AUDACITY / "segue_audacity.py"), "infill", "--model", "builtin",
+                             "--steps", "400", "--workdir", str(tmp_path / "work")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=serve.env, start_new_session=True)
+    err = ""
+    deadline = time.monotonic() + 120
+    while "segue:" not in err and time.monotonic() < deadline:    # the first progress line on the terminal
+        err += proc.stderr.readline()
+    os.killpg(proc.pid, signal.SIGINT)                            # Ctrl-C reaches the whole foreground group
+    out, rest = proc.communicate(timeout=60)
+    err += rest
+    assert proc.returncode == 130, err
+    assert "job cancelled" in err and "nothing was placed" in err
+    with AudacityPipe() as pipe:
+        assert [t["name"] for t in pipe.info("Tracks")] == ["song"]
