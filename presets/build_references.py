@@ -43,7 +43,7 @@ def _env(n: int, attack_s: float, release_s: float) -> np.ndarray:
 
 def _place(out: np.ndarray, note: np.ndarray, at_s: float) -> None:
     i = int(at_s * SR)
-    n = min(len(note), out.shape[-1] - i)
+    n = min(note.shape[-1], out.shape[-1] - i)   # samples, not len() (that counts channels)
     if n > 0:
         out[..., i:i + n] += note[..., :n]
 
