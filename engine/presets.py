@@ -30,7 +30,16 @@ from .errors import InvalidRequest, PresetError
 
 PRESET_KINDS = ("task", "style")
 ENV_PRESET_PATH = "SEGUE_PRESETS"
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+def _builtin_dir() -> Path:
+    """The shipped presets: `engine/builtin_presets` in an installed wheel, `presets/` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "builtin_presets"
+    return installed if installed.is_dir() else here.parent / "presets"
+
+
+BUILTIN_DIR = _builtin_dir()
 PROBE_SECONDS = 1.0
 PROBE_TOLERANCE = 1e-3
 
