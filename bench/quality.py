@@ -37,11 +37,12 @@ period measured on the 20 s of A before the join).
 
 Run: python bench/quality.py [--windows 16] [--tasks infill,regenerate,continue,transition]
      [--strengths 0,0.1,0.2,0.3 --refine-span seams,gap] [--json out.json] [--md out.md]
-     [--plots bench/results/spectrograms]
+     [--plots bench/results/spectrograms] [--only Lava.ogg,frantic.ogg]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import sys
@@ -112,9 +113,11 @@ class Window:
         return np.asarray(self.pcm[self.offset + at:self.offset + at + n], dtype=np.float32).T / 32768.0
 
 
-def held_out_windows(data_dir: Path, n: int) -> list[Window]:
+def held_out_windows(data_dir: Path, n: int, only: tuple[str, ...] = ()) -> list[Window]:
+    """The first `n` held-out tracks at least 18 s long (or only those named in `only`)."""
     corpus = data_dir / "corpus"
-    tracks = [t for t in load_index(corpus) if t.split == "test" and t.duration_s >= 3 * WIN_S]
+    tracks = [t for t in load_index(corpus) if t.split == "test" and t.duration_s >= 3 * WIN_S
+              and (not only or t.name in only)]
     pcm = load_split(corpus, "test")
     out = []
     for t in tracks[:n]:
@@ -397,7 +400,13 @@ def plot_spectrograms(windows: dict[str, np.ndarray], bounds: tuple[int, int], t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from PIL import Image
+
+    from engine.metrics import _mel_fb
+
     mels = {k: log_mel(v, RATE, n_fft=2048, n_mels=96) for k, v in windows.items()}
+    centres = _mel_fb(2048, RATE, 96).argmax(dim=1).numpy() * RATE / 2048
+    ticks = [(int(np.searchsorted(centres, hz)), label) for hz, label in ((1000, "1k"), (6000, "6k"), (12000, "12k"))]
     hi = max(float(m.max()) for m in mels.values())
     cols = 4
     rows = int(np.ceil(len(mels) / cols))
@@ -409,15 +418,19 @@ def plot_spectrograms(windows: dict[str, np.ndarray], bounds: tuple[int, int], t
         for p in bounds:
             ax.axvline(p / RATE, color="cyan", lw=0.8, ls="--")
         ax.set_title(name, fontsize=8)
-        ax.set_yticks([])
+        ax.set_yticks([k for k, _ in ticks], [lab for _, lab in ticks])
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(mels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=72)
     plt.close(fig)
+    buf.seek(0)
+    # A 128-colour palette keeps the PNG small enough to commit; the colour map has no more than that to show.
+    Image.open(buf).convert("RGB").quantize(128).save(path, optimize=True)
 
 
 # ---------------------------------------------------------------- main
@@ -444,13 +457,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--md", type=Path, default=None, help="also write the markdown tables here")
     p.add_argument("--plots", type=Path, default=None, help="folder for one spectrogram PNG per task")
-    p.add_argument("--plot-window", type=int, default=0, help="which window (or transition pair) to plot")
+    p.add_argument("--plot-track", default="Lava.ogg",
+                   help="the track whose window (or transition from it) is plotted; the first window if absent")
+    p.add_argument("--only", default="", help="comma-separated held-out track names to use (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     spans = [v.strip() for v in args.refine_span.split(",") if v.strip()] or (["gap"] if args.strengths else [])
     methods = engine_methods(args.strengths, spans)
 
-    windows = held_out_windows(args.data, args.windows)
+    windows = held_out_windows(args.data, args.windows, tuple(v for v in args.only.split(",") if v))
     if len(windows) < 2:
         raise SystemExit("the benchmark needs at least 2 held-out windows")
     embed = DSPEmbedder()
@@ -467,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
               "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",
               "tracks": [w.track for w in windows], "tasks": {}}
     t_all = time.time()
+    shown_at = next((i for i, w in enumerate(windows) if w.track == args.plot_track), 0)
     for task in args.tasks.split(","):
         t0 = time.time()
         if task in ("infill", "regenerate", "continue"):
@@ -477,9 +493,8 @@ def main(argv: list[str] | None = None) -> None:
             span = (s(GAP[0]), s(GAP[1])) if task != "continue" else (s(CONT_CTX_S), s(WIN_S))
             real = [w.real_span(span[1] - span[0]) for w in windows]
             res = score_regions(edits, originals, span, real, embed, task)
-            plot_windows = dict(original=originals[args.plot_window % len(windows)],
-                                **edits[args.plot_window % len(windows)])
-            title = windows[args.plot_window % len(windows)].track
+            plot_windows = dict(original=originals[shown_at], **edits[shown_at])
+            title = windows[shown_at].track
         elif task == "transition":
             # Pair each window with one from a different piece, a third of the list away.
             k = max(1, len(windows) // 3)
@@ -494,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
             report["beat_metric_floor"] = {"offset_abs_ms": _mean([abs(v) for v in floor]),
                                            "within_10ms": _mean([float(abs(v) <= 10.0) for v in floor]),
                                            "per_pair_ms": floor, "period_s": [i["period_s"] for i in infos]}
-            i = args.plot_window % len(pairs)
+            i = next((j for j, (wa, _) in enumerate(pairs) if wa is windows[shown_at]), 0)
             pre = s(WIN_S / 2) - s(XF_S) // 2
             plot_windows = {"original (hard cut)": infos[i]["hard"][:, infos[i]["g0"] - pre:infos[i]["g0"] - pre + s(WIN_S)]}
             plot_windows.update({m: e.full[:, e.g0 - pre:e.g0 - pre + s(WIN_S)] for m, e in edits[i].items()})
@@ -519,6 +534,39 @@ def main(argv: list[str] | None = None) -> None:
         args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(text + "\n")
     print(text)
+
+
+def targets(report: dict, method: str = "segue") -> list[str]:
+    """Issue 14's quality targets, checked for `method` on this report: one line each, met or not."""
+    out = []
+
+    def check(task: str, what: str, value: float, bound: float, ok: bool) -> None:
+        out.append(f"- {task}: {what} {value:.3g} vs {bound:.3g}: {'met' if ok else 'NOT met'}")
+
+    for task, res in report["tasks"].items():
+        if method not in res:
+            continue
+        r = res[method]
+        if task == "transition":
+            worst = max(r["per_window"]["level_dip_db"])
+            check(task, "worst level dip dB (target <= 1)", worst, 1.0, worst <= 1.0)
+            check(task, "seam flux vs plain crossfade", r["flux"], res["crossfade"]["flux"], r["flux"] <= res["crossfade"]["flux"])
+            check(task, "mean |beat offset| ms (target <= 10)", r["beat_offset_abs_ms"], 10.0, r["beat_offset_abs_ms"] <= 10.0)
+            check(task, "|HF share error| dB vs the joined material (target <= 3)", abs(r["hf_error_db"]), 3.0,
+                  abs(r["hf_error_db"]) <= 3.0)
+            continue
+        copy = res["similarity"]
+        if task == "regenerate":
+            check(task, "log-mel L1 vs the copy's (within it)", r["log_mel_l1"], copy["log_mel_l1"],
+                  r["log_mel_l1"] <= copy["log_mel_l1"])
+            out.append(f"- {task}: waveform correlation with the original {r['waveform_corr']:.3g} (1 = no variation)")
+        else:
+            check(task, "log-mel L1 vs the copy's (beat it)", r["log_mel_l1"], copy["log_mel_l1"],
+                  r["log_mel_l1"] < copy["log_mel_l1"])
+            check(task, "seam flux vs the copy's (beat it)", r["flux"], copy["flux"], r["flux"] < copy["flux"])
+        check(task, "mean |level error| dB (target <= 1.5)", r["level_error_abs_db"], 1.5, r["level_error_abs_db"] <= 1.5)
+        check(task, "mean |HF share error| dB (target <= 3)", r["hf_error_abs_db"], 3.0, r["hf_error_abs_db"] <= 3.0)
+    return out
 
 
 def _f(row: dict, key: str, fmt: str) -> str:
@@ -575,6 +623,9 @@ def markdown(report: dict) -> str:
         lines.append(f"detect acc: 5-fold CV on {2 * len(next(iter(any_row['per_window'].values())))} clips, "
                      f"chance +- {any_row['detect_chance_se']:.0%} (one standard error)")
         lines.append("")
+    checks = targets(report)
+    if checks:
+        lines += ["**targets** (issue 14, method `segue`)", ""] + checks + [""]
     return "\n".join(lines)
 
 
