@@ -267,20 +267,24 @@ def match_loudness(audio: np.ndarray, sample_rate: int, target_lufs: float) -> n
 # --- matching EQ --------------------------------------------------------------------------
 
 def matching_eq_db(source_log_power: np.ndarray, target_log_power: np.ndarray, *,
-                   max_db: float = MAX_EQ_DB, smooth_bands: int = 2) -> np.ndarray:
+                   max_db: float = MAX_EQ_DB, smooth_bands: int = 2, floor_db: float = 40.0) -> np.ndarray:
     """Per-band gains (dB) that move a source's spectral envelope to a target's.
 
     Inputs are natural-log band powers (e.g. the DSP embedder's `mel_mean`). The
     overall level difference is removed (loudness is matched separately), the
     curve is smoothed over neighbouring bands and clipped to +/- `max_db`, so the
     EQ changes the envelope's shape, not the level, and never by absurd amounts.
+    Bands where the source lies more than `floor_db` below its loudest band are
+    never boosted: there is no music there to lift, only its noise floor.
     """
-    d = (np.asarray(target_log_power, dtype=np.float64) - np.asarray(source_log_power, dtype=np.float64))
-    db = 10.0 * d / math.log(10.0)
+    src_db = 10.0 * np.asarray(source_log_power, dtype=np.float64) / math.log(10.0)
+    db = 10.0 * np.asarray(target_log_power, dtype=np.float64) / math.log(10.0) - src_db
     if smooth_bands > 0:
         k = np.ones(2 * smooth_bands + 1) / (2 * smooth_bands + 1)
         db = np.convolve(np.pad(db, smooth_bands, mode="edge"), k, mode="valid")
-    db = db - np.median(db)
+    audible = src_db >= src_db.max() - floor_db
+    db = db - np.median(db[audible])
+    db = np.where(audible, db, np.minimum(db, 0.0))
     return np.clip(db, -max_db, max_db)
 
 

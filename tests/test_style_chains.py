@@ -127,6 +127,13 @@ def test_matching_eq_moves_the_envelope_toward_the_target_and_not_the_level():
     assert np.max(np.abs(flat[:, 5000:-5000] - x[:, 5000:-5000])) < 1e-2   # aligned sample for sample
 
 
+def test_matching_eq_never_boosts_bands_where_the_source_has_only_its_noise_floor():
+    src = np.concatenate([np.zeros(30), np.full(10, -10.0)])   # the top 10 bands lie 43 dB down
+    tgt = np.zeros(40)
+    gains = E.matching_eq_db(src, tgt, max_db=24.0, smooth_bands=0)
+    assert np.all(gains[30:] <= 0.0) and np.allclose(gains[:30], 0.0)
+
+
 def test_loudness_match_reaches_the_target_without_clipping():
     x = stereo_noise(44100, 2.0)
     y = E.match_loudness(x, 44100, E.integrated_lufs(x, 44100) - 6.0)
