@@ -12,7 +12,8 @@ model's low-strength refinement on a subset (`--refine`), and times one whole tr
 (`--track-s`, chain only). Writes JSON to bench/results/style.json and spectrogram
 PNGs before/after to bench/results/style/.
 
-Run: python bench/style.py [--clips 16] [--clip-s 10] [--refine 0.25] [--refine-clips 2] [--threads 2]
+Run: python bench/style.py [--clips 16] [--clip-s 10] [--refine 0.1 0.3] [--refine-clips 2] [--threads 2]
+     python bench/style.py --references-only --out bench/results/style_references.json
 """
 from __future__ import annotations
 
@@ -113,6 +114,47 @@ def measure(name: str, clips, embedder, **extra) -> dict:
     return summary
 
 
+def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float = 1.0) -> dict:
+    """`--reference` instead of a preset: the preset's reference clip as a file, matched by EQ and loudness."""
+    import pedalboard
+
+    sys.path.insert(0, str(ROOT / "presets"))
+    import build_references
+
+    audio = build_references.render_style(name)
+    path = ref_dir / f"{name}.wav"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    with pedalboard.io.AudioFile(str(path), "w", RATE, 2, bit_depth=24) as f:
+        f.write(audio)
+    ref = embed(embedder, audio)
+    w = np.ones(embedder.dim)
+    w[embedder.slices["chroma"]] = 0.0   # the default weights (chroma off), as the task guides with
+    rows = []
+    for clip_name, x in clips:
+        req = request_from_mapping({"task": "style", "audio": [PCMAudio(x, RATE)], "reference": str(path),
+                                    "strength": strength})
+        t0 = time.perf_counter()
+        y = render_audio(req).audio
+        secs = time.perf_counter() - t0
+        rows.append({"clip": clip_name, "dist_before": float(np.linalg.norm(w * (embed(embedder, x) - ref))),
+                     "dist_after": float(np.linalg.norm(w * (embed(embedder, y) - ref))),
+                     "centroid_before": F.spectral_centroid(x, RATE), "centroid_after": F.spectral_centroid(y, RATE),
+                     "centroid_ref": F.spectral_centroid(audio, RATE),
+                     "chroma_corr": F.chroma_correlation(y, x, RATE), "onset_corr": F.onset_correlation(y, x, RATE),
+                     "s_per_s": secs / (x.shape[1] / RATE)})
+    return {"reference_clip": name, "strength": strength, "clips": len(rows),
+            "centroid_ref_hz": rows[0]["centroid_ref"],
+            "centroid_before_hz": float(np.mean([r["centroid_before"] for r in rows])),
+            "centroid_after_hz": float(np.mean([r["centroid_after"] for r in rows])),
+            "chroma_corr_mean": float(np.mean([r["chroma_corr"] for r in rows])),
+            "chroma_corr_min": float(np.min([r["chroma_corr"] for r in rows])),
+            "onset_corr_mean": float(np.mean([r["onset_corr"] for r in rows])),
+            "dist_before": float(np.mean([r["dist_before"] for r in rows])),
+            "dist_after": float(np.mean([r["dist_after"] for r in rows])),
+            "share_moved_mean": float(np.mean([1 - r["dist_after"] / r["dist_before"] for r in rows])),
+            "s_per_s_median": float(np.median([r["s_per_s"] for r in rows])), "rows": rows}
+
+
 def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
     """One PNG: the input's log spectrogram and each preset's output (chain, strength 1)."""
     import matplotlib
@@ -156,17 +198,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--clip-s", type=float, default=10.0)
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
-    ap.add_argument("--refine", type=float, default=0.25, help="refine_strength for the model run (0: skip)")
+    ap.add_argument("--refine", type=float, nargs="+", default=[0.1, 0.3],
+                    help="refine_strength values for the model runs (0: skip)")
     ap.add_argument("--refine-clips", type=int, default=2)
     ap.add_argument("--refine-steps", type=int, default=20)
     ap.add_argument("--track-s", type=float, default=240.0, help="whole-track timing length (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "style.json")
+    ap.add_argument("--references-only", action="store_true",
+                    help="only the --reference runs (each preset's reference clip as a file), to --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     embedder = load_embedder("dsp")
     clips = held_out(args.data, args.clips, args.clip_s)
     print(f"{len(clips)} held-out clips of {args.clip_s:g} s: {', '.join(c for c, _ in clips)}", flush=True)
+    if args.references_only:
+        import tempfile
+
+        print("| reference clip | centroid Hz: in -> out (reference) | chroma corr (min) | onset corr | "
+              "distance to ref (moved) | s per s |\n|---|---|---|---|---|---|", flush=True)
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in STYLES:
+                r = measure_reference(name, clips, embedder, Path(tmp))
+                rows.append(r)
+                print(f"| {name} | {r['centroid_before_hz']:.0f} -> {r['centroid_after_hz']:.0f} "
+                      f"({r['centroid_ref_hz']:.0f}) | {r['chroma_corr_mean']:.3f} ({r['chroma_corr_min']:.3f}) | "
+                      f"{r['onset_corr_mean']:.3f} | {r['dist_before']:.2f} -> {r['dist_after']:.2f} "
+                      f"({100 * r['share_moved_mean']:.0f} %) | {r['s_per_s_median']:.3f} |", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"threads": args.threads, "clip_s": args.clip_s, "references": rows}, indent=1))
+        return 0
     print("| preset | tone | settings | centroid Hz (ratio, per-clip range) | >8 kHz dB | chroma corr (min) | "
           "onset corr (min) | distance to ref (moved) | s per s |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
@@ -175,14 +237,16 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.strengths:
             results.append(measure(name, clips, embedder, strength=s))
             print(line(results[-1]), flush=True)
-    if args.refine > 0:
+    levels = [r for r in args.refine if r > 0]
+    if levels:
         for name in STYLES:
-            results.append(measure(name, clips[:args.refine_clips], embedder, strength=1.0,
-                                   refine_strength=args.refine, steps=args.refine_steps))
-            print(line(results[-1]), flush=True)
             chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0)
             results.append(chain)
-            print(line(chain) + " (same clips, chain only)", flush=True)
+            print(line(chain) + " (the refined clips, chain only)", flush=True)
+            for r in levels:
+                results.append(measure(name, clips[:args.refine_clips], embedder, strength=1.0,
+                                       refine_strength=r, steps=args.refine_steps))
+                print(line(results[-1]), flush=True)
     track = None
     if args.track_s > 0:
         tname, audio = whole_track(args.data, args.track_s)
