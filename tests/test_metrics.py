@@ -178,3 +178,34 @@ def test_detector_keeps_a_group_in_one_fold_and_needs_two_groups():
     assert detectability(x, x + 5.0, [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 3]).accuracy == 1.0
     with pytest.raises(ValueError, match="two groups"):
         detectability(x, x, [0] * 8, [0] * 8)
+
+
+def _quality_bench():
+    """bench/quality.py as a module (it is a script, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "quality.py"
+    spec = importlib.util.spec_from_file_location("bench_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_quality", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_scores_a_transition_where_the_output_leaves_clip_a():
+    q = _quality_bench()
+    a = _noise(10.0, 12)
+    expected = 5 * RATE
+    seam = int(q.SEAM_MS / 1000 * RATE)
+    # A crossfade that starts where asked, its first samples barely changed by the seam's fade: the asked place.
+    asked = a.copy()
+    asked[:, expected + 3:] *= 0.5
+    assert q.first_change(asked, a, expected) == expected
+    # A prior that joined 2 s earlier, or later than one seam: scored where it joined.
+    for moved in (expected - 2 * RATE, expected + 2 * seam):
+        out = a.copy()
+        out[:, moved:] = _noise(10.0, 13)[:, moved:]
+        assert q.first_change(out, a, expected) == moved
+    assert q.first_change(a.copy(), a, expected) == expected
