@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         MODEL = load_builtin(args.weights)
     model = MODEL if MODEL is not None else get_model(args.model)
     report = {"model": args.model, "windows": len(windows), "steps": args.steps or model.default_steps,
-              "xi": args.xi if args.xi is not None else model.guidance_scale,
+              "xi": args.xi if args.xi is not None else model.default_scale(model.default_step_mode),
               "methods": {m.name: {"prior": m.prior, "refine_strength": m.refine_strength,
                                    "refine_span": m.refine_span} for m in methods},
               "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}",

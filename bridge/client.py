@@ -34,7 +34,7 @@ POLL_S = 0.05
 
 
 @dataclass(frozen=True)
-class RenderResult:
+class JobResult:
     """The rendered clip: where it is and where it goes on the timeline of the first input."""
 
     id: str
@@ -49,14 +49,14 @@ class RenderResult:
                 "sample_rate": self.sample_rate}
 
     @classmethod
-    def from_reply(cls, job_id: str, r: dict) -> "RenderResult":
+    def from_reply(cls, job_id: str, r: dict) -> "JobResult":
         return cls(id=job_id, path=str(r.get("path")), offset_s=float(r.get("offset_s", 0.0)),
                    duration_s=float(r.get("duration_s", 0.0)), sample_rate=int(r.get("sample_rate", 44100)), raw=r)
 
     @property
-    def takes(self) -> list["RenderResult"]:
+    def takes(self) -> list["JobResult"]:
         """Every take of the job (a request with `variations` N has N; take 1 is this result itself)."""
-        return [RenderResult.from_reply(self.id, t) for t in self.raw.get("takes") or [self.raw]]
+        return [JobResult.from_reply(self.id, t) for t in self.raw.get("takes") or [self.raw]]
 
 
 class ClientError(SegueError):
@@ -208,7 +208,7 @@ class SegueClient:
             return obj
 
     def wait(self, job_id: str, *, timeout_s: Optional[float] = None,
-             on_progress: Optional[ProgressFn] = None) -> RenderResult:
+             on_progress: Optional[ProgressFn] = None) -> JobResult:
         """Block until the job ends; raises `ClientError` with the job's error code if it failed."""
         deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
         lost_since: Optional[float] = None  # when the daemon stopped answering
@@ -230,10 +230,10 @@ class SegueClient:
                 raise
             lost_since = None
             if obj.get("type") == "done":
-                return RenderResult.from_reply(job_id, obj.get("result") or {})
+                return JobResult.from_reply(job_id, obj.get("result") or {})
 
     def render(self, params: dict, *, pcm: Sequence[PCMAudio] = (), job_id: Optional[str] = None,
-               timeout_s: Optional[float] = None, on_progress: Optional[ProgressFn] = None) -> RenderResult:
+               timeout_s: Optional[float] = None, on_progress: Optional[ProgressFn] = None) -> JobResult:
         """Submit and wait: the one call a script needs."""
         job_id = job_id or protocol.new_id()
         start = time.monotonic()

@@ -1,7 +1,8 @@
 """`segue serve`: run the engine daemon with its ZeroMQ and OSC front ends until SIGTERM.
 
-`engine/cli.py` adds this as a subcommand through `add_serve_arguments` and
-`serve_main`; `python -m bridge.serve` runs the same thing.
+The bridge registers this subcommand with `segue` itself (`add_subcommand`, named
+in setup.cfg's `segue.commands` entry points), so the engine's CLI never imports
+the bridge; `python -m bridge.serve` runs the same thing.
 """
 from __future__ import annotations
 
@@ -81,6 +82,14 @@ def check_devices(requested: Optional[list[str]]) -> tuple[str, ...]:
     if len(set(requested)) != len(requested):
         raise ValueError("a device is named twice; the daemon runs one worker per device")
     return tuple(requested)
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The `segue.commands` entry point: add `segue serve` to the engine's command line."""
+    p = subparsers.add_parser("serve", help="run the engine daemon with its ZeroMQ and OSC front ends")
+    add_serve_arguments(p)
+    p.set_defaults(func=serve_main)
+    return p
 
 
 def serve_main(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from importlib import metadata
 from typing import Any, Optional, Sequence
 
 from . import __version__
@@ -85,20 +86,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS_GROUP = "segue.commands"   # entry points: NAME = module:function(subparsers) adding `segue NAME`
+
+
 def _add_optional_subcommands(sub: Any) -> None:
-    """Subcommands owned by other packages (the daemon, presets), added when they import."""
+    """Presets (engine) and the subcommands other packages register (the bridge's `serve`).
+
+    The bridge sits above the engine, so the engine does not import it: installed
+    packages name a `function(subparsers)` in the `segue.commands` entry point group.
+    """
+    from .presets import add_presets_cli
+
+    add_presets_cli(sub)
     try:
-        from .presets import add_presets_cli
-        add_presets_cli(sub)
-    except ImportError:
-        pass
-    try:
-        from bridge.serve import add_serve_arguments, serve_main
-    except ImportError:
+        eps = metadata.entry_points(group=COMMANDS_GROUP)
+    except Exception:  # broken third-party metadata must not take the engine's own commands down
         return
-    p = sub.add_parser("serve", help="run the engine daemon with its ZeroMQ and OSC front ends")
-    add_serve_arguments(p)
-    p.set_defaults(func=serve_main)
+    for ep in sorted(eps, key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as e:   # the package is installed but its dependencies are not
+            p = sub.add_parser(ep.name, help=f"unavailable here ({e})")
+            p.set_defaults(func=lambda _args, e=e, name=ep.name: _unavailable(name, e))
+            continue
+        register(sub)
+
+
+def _unavailable(name: str, error: Exception) -> int:
+    sys.stderr.write(f"error [unavailable]: `segue {name}` cannot run here: {error}\n")
+    return EXIT_ERROR
 
 
 def request_fields(args: argparse.Namespace) -> dict[str, Any]:

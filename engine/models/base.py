@@ -31,6 +31,12 @@ class Model:
     default_prior: str = "none"
     default_refine_strength: Optional[float] = None
     default_refine_span: Optional[str] = None
+    # What a prior that finds nothing falls back to: "generative" (the model generates the
+    # region) or "crossfade" (for a model that cannot generate music on its own).
+    prior_fallback: str = "generative"
+    # The denoiser as a refiner (a sampler started from a noised real signal), e.g. with a
+    # Jensen cap; None = the denoiser itself.
+    refiner: Optional[Callable[[Denoiser], Denoiser]] = None
 
     @property
     def sample_rate(self) -> int:
@@ -39,11 +45,6 @@ class Model:
     @property
     def hop(self) -> int:
         return int(self.autoencoder.hop) if self.autoencoder is not None else 1
-
-    @property
-    def guidance_scale(self) -> float:
-        """The default xi for the default step mode."""
-        return self.default_scale(self.default_step_mode)
 
     def default_scale(self, step_mode: str) -> float:
         """xi when a request names none: the model's own choice for its default mode, else the

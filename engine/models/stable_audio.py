@@ -214,9 +214,11 @@ def load_stable_audio(folder: str, *, device: str | torch.device = "cpu", dtype:
     folder = os.path.expanduser(folder)
     if (os.path.isfile(os.path.join(folder, "model_config.json"))
             and not os.path.isdir(os.path.join(folder, "transformer"))):
-        from .stable_audio_single import build_from_single_file
+        from .stable_audio_single import load_single_file_components
 
-        return build_from_single_file(folder, device=device, dtype=dtype)
+        comps, sched, max_tokens = load_single_file_components(folder)
+        return model_from_components(comps, sched, name=f"stable-audio:{folder}", device=device, dtype=dtype,
+                                     max_text_tokens=max_tokens, info={"folder": folder, "layout": "single-file"})
     parts = check_folder(folder)
     try:
         import diffusers

@@ -18,7 +18,6 @@ from typing import Any, Optional
 import torch
 
 from ..errors import ModelNotFound
-from .base import Model
 
 DIT_RENAMES = (("transformer.", ""), ("layers", "transformer_blocks"), ("self_attn", "attn1"),
                ("cross_attn", "attn2"), ("ff.ff", "ff.net"), ("pre_norm", "norm1"), ("cross_attend_norm", "norm2"),
@@ -100,9 +99,12 @@ def convert_projection(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def build_from_single_file(folder: str, *, text_folder: Optional[str] = None, device="cpu",
-                           dtype: torch.dtype = torch.float32) -> Model:
-    """Load `model.safetensors` + `model_config.json` from `folder` as a Stable Audio Open `Model`."""
+def load_single_file_components(folder: str, *, text_folder: Optional[str] = None) -> tuple[dict[str, Any], dict, int]:
+    """`model.safetensors` + `model_config.json` from `folder` as diffusers components.
+
+    Returns (components, scheduler config, max text tokens); engine/models/stable_audio.py
+    wraps them as a `Model`, so this module does not import that one (no import cycle).
+    """
     ckpt, cfg_path = os.path.join(folder, "model.safetensors"), os.path.join(folder, "model_config.json")
     missing = [os.path.basename(p) for p in (ckpt, cfg_path) if not os.path.isfile(p)]
     if missing:
@@ -110,8 +112,6 @@ def build_from_single_file(folder: str, *, text_folder: Optional[str] = None, de
     import diffusers
     from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
     from safetensors.torch import load_file
-
-    from .stable_audio import model_from_components
 
     with open(cfg_path) as f:
         config = json.load(f)
@@ -150,8 +150,7 @@ def build_from_single_file(folder: str, *, text_folder: Optional[str] = None, de
         comps["text_encoder"] = T5EncoderModel.from_pretrained(text_folder)
         comps["tokenizer"] = AutoTokenizer.from_pretrained(text_folder)
     sched = {"sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.0}
-    return model_from_components(comps, sched, name=f"stable-audio:{folder}", device=device, dtype=dtype,
-                                 max_text_tokens=max_tokens, info={"folder": folder, "layout": "single-file"})
+    return comps, sched, max_tokens
 
 
 def _load_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor], name: str, folder: str) -> None:
