@@ -35,8 +35,7 @@ import zmq
 from pedalboard.io import AudioFile
 from pythonosc.osc_packet import OscPacket
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import ROOT as REPO  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from bridge import protocol  # noqa: E402
 from bridge.osc_server import build  # noqa: E402

@@ -27,8 +27,7 @@ T_PROCESS = time.perf_counter()  # the cold-start clock starts before the heavy 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine.render import get_model, render_audio  # noqa: E402
 from engine.request import PCMAudio, RenderRequest  # noqa: E402

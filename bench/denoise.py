@@ -12,14 +12,12 @@ Run: python bench/denoise.py [--weights DIR]
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine.models.builtin import load_builtin  # noqa: E402
 from engine.training.corpus import load_index, load_split  # noqa: E402

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine.guidance import Guidance, LossTerm, masked_l1  # noqa: E402
 from engine.models.base import Model  # noqa: E402

@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.metrics import frechet_distance, multires_log_mel_l1  # noqa: E402
@@ -46,7 +45,6 @@ from engine.models.builtin import load_builtin  # noqa: E402
 from engine.models.builtin_net import bin_log_power  # noqa: E402
 from engine.training.train import CONFIGS, CropSource  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
 from quality import GAP, held_out_windows  # noqa: E402
 
 RATE = 44100

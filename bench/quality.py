@@ -54,8 +54,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.metrics import (  # noqa: E402

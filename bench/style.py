@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 from engine import features as F  # noqa: E402
 from engine.embedders import load_embedder  # noqa: E402

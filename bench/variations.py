@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402,F401  (the checkout on sys.path: bench/_common.py)
 
 from engine.render import get_model, render_audio  # noqa: E402
 from engine.request import PCMAudio, RenderRequest  # noqa: E402

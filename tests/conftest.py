@@ -6,10 +6,15 @@ Small tensors are also fastest on one thread. The fixture below puts every modul
 back on one thread and restores what it found, so a module that changes the count
 cannot slow down the ones after it.
 """
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# Tests load some bench scripts by file; their `import _common` (bench/_common.py) must resolve.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
 
 @pytest.fixture(scope="module", autouse=True)
