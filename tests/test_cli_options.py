@@ -72,3 +72,17 @@ def test_the_demo_leaves_nothing_git_would_list():
     ignored = subprocess.run(["git", "check-ignore", "segue-demo.json", "segue-demo.wav", "segue-demo.input.wav"],
                              cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == ["segue-demo.json", "segue-demo.wav", "segue-demo.input.wav"]
+
+
+def test_a_file_longer_than_the_limit_is_refused_as_too_long_naming_the_limit(tmp_path):
+    """A WAV whose header claims 3601 s (the data is not even there: the header is enough to refuse it)."""
+    import struct
+
+    rate, frames = 8000, 3601 * 8000
+    header = (b"RIFF" + struct.pack("<I", 36 + 2 * frames) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate,
+              2 * rate, 2, 16) + b"data" + struct.pack("<I", 2 * frames))
+    (tmp_path / "long.wav").write_bytes(header + bytes(16000))
+    r = segue("continue", str(tmp_path / "long.wav"), "--duration", "1", "--model", "analytic", "-q",
+              "-o", str(tmp_path / "out.wav"))
+    assert r.returncode == 2 and "error [too_large]" in r.stderr
+    assert "is too long" in r.stderr and "3600 s" in r.stderr
