@@ -39,6 +39,12 @@ function ardour(_) end
 dofile(arg[6])
 AudioEngine:set_backend("None (Dummy)", "", "")
 local s = create_session(arg[1], arg[2], tonumber(arg[3]))
+if arg[7] then  -- a tempo map: quarter notes per minute, and the meter
+  local tm = Temporal.TempoMap.fetch_writable()
+  tm:set_tempo(Temporal.Tempo(tonumber(arg[7]), tonumber(arg[7]), 4), Temporal.timepos_t(0))
+  tm:set_meter(Temporal.Meter(tonumber(arg[8]), tonumber(arg[9])), Temporal.timepos_t(0))
+  Temporal.TempoMap.update(tm)
+end
 SegueLib.output_track(s, "Source", 2)
 local loc = s:locations():add_range(Temporal.timepos_t(tonumber(arg[4])), Temporal.timepos_t(tonumber(arg[5])))
 loc:set_name("segue")
@@ -57,13 +63,14 @@ def lua(script: str, *args: str, tmp: Path) -> str:
     return proc.stdout
 
 
-def make_session(tmp: Path, sel: tuple[int, int]) -> tuple[Path, np.ndarray]:
-    """Session 'song' at 48 kHz: track Source with a region at 2.0 s playing source [0.5 s, 6.5 s)."""
+def make_session(tmp: Path, sel: tuple[int, int], tempo: tuple[str, ...] = ()) -> tuple[Path, np.ndarray]:
+    """Session 'song' at 48 kHz: track Source with a region at 2.0 s playing source [0.5 s, 6.5 s).
+    `tempo` = (quarter notes per minute, beats per bar, note value) sets the tempo map."""
     src = music(7.0, RATE)
     write_wav(tmp / "src.wav", src, RATE)
     session = tmp / "song"
     lua(NEW_SESSION, str(session), "song", str(RATE), str(sel[0]), str(sel[1]),
-        str(ARDOUR / "segue.lua"), tmp=tmp)
+        str(ARDOUR / "segue.lua"), *tempo, tmp=tmp)
     ardour_session.import_clip(session / "song.ardour", str(tmp / "src.wav"), "src", track="Source",
                                at=2 * RATE, start=RATE // 2, length=6 * RATE)
     return session, src
@@ -112,7 +119,7 @@ quit()
 """, tmp=tmp_path)
     lines = dict(m.groups() for m in (re.match(r"^([A-Z0-9]+)\|(.*)$", x) for x in out.splitlines()) if m)
     assert lines["CMD"] == ("segue-client infill '/tmp/it'\\''s here.wav' --start 1.500000 --end 3.250000 "
-                            "--preset 'infill-fast' --steps 8 --span region --json")
+                            "--preset 'infill-fast' --steps 8 --variations 1 --span region --json")
     assert lines["JSON"].split("|") == ["j1", '/out/a "b".wav', "2.5", "1.5", "44100"]
     assert lines["ERR"].split("|") == ["bad_audio", "no such file"]
     assert lines["BAD"] == "nil"
@@ -204,6 +211,90 @@ def test_transition_between_overlapping_regions_is_placed_on_the_join(tmp_path, 
                          export_without(session, tmp_path)[0, int(3.75 * RATE) + 2000:int(6.25 * RATE) - 2000],
                          max_lag=10)
     assert lag == 0 and corr > 0.99, (lag, corr)
+
+
+def test_a_transition_trims_both_regions_so_the_session_plays_a_then_the_transition_then_b(tmp_path, serve):
+    session = make_two_region_session(tmp_path, (int(4.0 * RATE), int(6.0 * RATE)))
+    before = export(session, tmp_path / "before.wav")
+    placed = segue_ardour_headless.run(str(session), "song", "transition", env=serve.env,
+                                       options={"model": "analytic", "steps": 4, "timeout_s": 120})
+    x0 = placed["placed_position"]
+    x1 = x0 + placed["placed_length"]
+    fade = int(0.01 * RATE)
+    a, b = placed["trimmed"]
+    # A [0.5 s, 5.5 s) now ends just after the transition starts; B [4.5 s, 9.5 s) starts just before it
+    # ends, still playing the same source sample at each instant (its start offset moved with it)
+    assert (a["name"], a["position"], a["position"] + a["length"]) == ("a.1", RATE // 2, x0 + fade)
+    assert (b["name"], b["position"], b["position"] + b["length"]) == ("b.1", x1 - fade, int(9.5 * RATE))
+    assert b["start"] == RATE // 2 + (x1 - fade - int(4.5 * RATE))
+    history = (session / "song.history").read_text()
+    assert history.count("<UndoTransaction") == 1 and 'name="Segue transition"' in history   # one undo step
+
+    after = export(session, tmp_path / "after.wav")
+    margin = 200                                           # Ardour's fades at the region edges
+    assert RATE < x0 < int(4.5 * RATE) and int(5.5 * RATE) < x1 < int(9 * RATE)   # around the overlap [4.5, 5.5)
+    # before the transition: A alone, as it was (B started at 4.5 s, after this)
+    np.testing.assert_allclose(after[:, RATE: x0 - margin], before[:, RATE: x0 - margin], atol=1e-4)
+    # after it: B alone, as it was (A had ended at 5.5 s)
+    np.testing.assert_allclose(after[:, x1 + margin: int(9.4 * RATE)], before[:, x1 + margin: int(9.4 * RATE)],
+                               atol=1e-4)
+    # inside: the transition alone (A and B are silent there)
+    clip, _ = read_wav(placed["path"])
+    expected = fft_resample(clip, 44100, RATE)
+    inner = after[:, x0 + fade + margin: x1 - fade - margin]
+    err = inner - expected[:, fade + margin: x1 - x0 - fade - margin]
+    assert np.sqrt(np.mean(err ** 2)) < 0.08 * np.sqrt(np.mean(expected ** 2))
+
+
+def test_variations_are_layered_takes_on_the_segue_track_in_one_undo_step(tmp_path, serve):
+    sel = (int(4.0 * RATE), int(5.0 * RATE))
+    session, _ = make_session(tmp_path, sel)
+    placed = segue_ardour_headless.run(str(session), "song", "infill", env=serve.env,
+                                       options={"model": "analytic", "steps": 4, "seed": 50, "takes": 3,
+                                                "timeout_s": 120})
+    assert "--variations 3" in placed["command"]
+    assert [(t["track"], t["position"], t["length"]) for t in placed["takes"]] == [("Segue", sel[0], RATE)] * 3
+    paths = placed["paths"]
+    assert len(set(paths)) == 3
+    seeds = [json.loads(Path(p).with_suffix(".json").read_text())["seed"] for p in paths]
+    assert seeds == [50, 51, 52]
+    history = (session / "song.history").read_text()
+    assert history.count("<UndoTransaction") == 1 and history.count("<Add ") == 3
+    tree = __import__("xml.etree.ElementTree", fromlist=["parse"]).parse(session / "song.ardour")
+    names = sorted(r.get("name") for pl in tree.getroot().iter("Playlist") for r in pl.iter("Region")
+                   if r.get("name", "").startswith("Segue infill take"))
+    assert names == ["Segue infill take 1", "Segue infill take 2", "Segue infill take 3"]
+    # take 1 is the top layer: the session plays it (the others lie under it)
+    before = export_without(session, tmp_path)
+    after = export(session, tmp_path / "after.wav")
+    clips = [fft_resample(read_wav(p)[0], 44100, RATE) for p in paths]
+    added = (after - before)[0, sel[0] + 500: sel[1] - 500]
+    corr = [float(np.dot(added, c[0, 500:-500]) / (np.linalg.norm(added) * np.linalg.norm(c[0, 500:-500])))
+            for c in clips]
+    assert corr[0] > 0.99 and max(corr[1:]) < 0.9, corr
+
+
+def test_snap_to_bars_follows_the_sessions_tempo_map_at_97_bpm_in_7_8(tmp_path, serve):
+    bar = 3.5 * 60 / 97 * RATE                   # 7/8 at 97 quarter notes a minute: 103917.5 samples
+    sel = (int(2.3 * RATE), int(4.1 * RATE))     # -> bar lines 1 and 2 (2.165 s and 4.330 s)
+    session, _ = make_session(tmp_path, sel, tempo=("97", "7", "8"))
+    placed = segue_ardour_headless.run(str(session), "song", "infill", env=serve.env,
+                                       options={"model": "analytic", "steps": 4, "snap": 1, "timeout_s": 120})
+    assert placed["bpm"] == pytest.approx(97.0, abs=1e-4)
+    # the bar lines, as Ardour's tempo map converts them to samples (within a sample of the exact value)
+    assert abs(placed["sel_start"] - bar) <= 1 and abs(placed["sel_end"] - 2 * bar) <= 1
+    assert placed["placed_position"] == placed["sel_start"]
+    assert abs(placed["placed_length"] - bar) <= 2                  # the clip's length, rounded at 44.1 kHz
+    # the tempo hint: a bar line of the session, as seconds into the exported input
+    bars_at = (placed["origin"] + placed["beat_offset_s"] * RATE) / bar
+    assert abs(bars_at - round(bars_at)) < 1e-3
+    used = json.loads(Path(placed["path"]).with_suffix(".json").read_text())["request"]
+    assert used["bpm"] == pytest.approx(97.0, abs=1e-4) and used["beat_offset_s"] == pytest.approx(placed["beat_offset_s"], abs=1e-6)
+    # without snapping the range stays where the marker is, and the hint still goes with it
+    session2, _ = make_session(tmp_path / "plain", sel, tempo=("97", "7", "8"))
+    plain = segue_ardour_headless.run(str(session2), "song", "infill", env=serve.env,
+                                      options={"model": "analytic", "steps": 4, "timeout_s": 120})
+    assert plain["placed_position"] == sel[0] and "--bpm 97.0000" in plain["command"]
 
 
 def export_without(session: Path, tmp: Path) -> np.ndarray:

@@ -17,6 +17,10 @@ SegueLib = L
 L.TASKS = { "infill", "regenerate", "continue", "transition", "style" }
 L.CONTEXT_S = 4.0        -- audio exported around the selection, so the engine sees context on both sides
 L.TRACK_NAME = "Segue"
+L.EDGE_FADE_S = 0.01     -- where a transition meets the trimmed regions: they overlap it by this, with fades
+L.NOT_RUNNING = "The Segue daemon is not running: start it with `segue serve` and try again."
+L.NO_CLIENT = "segue-client was not found on the PATH Ardour sees: set SEGUE_CLIENT to its full command line "
+	.. "(e.g. /home/me/venv/bin/segue-client) before starting Ardour."
 
 --- Quote one word for /bin/sh.
 function L.shell_quote (s)
@@ -36,6 +40,7 @@ function L.client_command (req)
 	local opts = {
 		{ "--start", req.start_s }, { "--end", req.end_s }, { "--duration", req.duration_s },
 		{ "--b-start", req.b_start_s }, { "--crossfade", req.crossfade_s }, { "--strength", req.strength },
+		{ "--bpm", req.bpm }, { "--beat-offset", req.beat_offset_s },
 	}
 	for _, o in ipairs (opts) do
 		if o[2] ~= nil then parts[#parts + 1] = o[1] .. " " .. L.num (o[2]) end
@@ -47,12 +52,13 @@ function L.client_command (req)
 	if req.steps then parts[#parts + 1] = "--steps " .. string.format ("%d", req.steps) end
 	if req.seed then parts[#parts + 1] = "--seed " .. string.format ("%d", req.seed) end
 	if req.timeout_s then parts[#parts + 1] = "--timeout " .. L.num (req.timeout_s) end
+	parts[#parts + 1] = "--variations " .. string.format ("%d", req.variations or 1)
 	parts[#parts + 1] = "--span region --json"
 	return table.concat (parts, " ")
 end
 
---- Parse one flat JSON object (strings, numbers, booleans, null, one level of nested objects skipped
---- into a sub-table). Enough for segue-client's reply; returns nil on anything else.
+--- Parse a JSON object or array (strings, numbers, booleans, null, nested objects and arrays) into
+--- Lua tables (arrays 1-based). Enough for segue-client's reply; returns nil on anything else.
 function L.parse_json (s)
 	local pos = 1
 	local function ws () pos = s:find ("[^ \t\r\n]", pos) or #s + 1 end
@@ -106,10 +112,28 @@ function L.parse_json (s)
 			if c ~= "," then return nil end
 		end
 	end
+	local function arr ()
+		local t = {}
+		pos = pos + 1
+		ws ()
+		if s:sub (pos, pos) == "]" then pos = pos + 1; return t end
+		while true do
+			ws ()
+			local ok, v = value ()
+			if not ok then return nil end
+			t[#t + 1] = v
+			ws ()
+			local c = s:sub (pos, pos)
+			pos = pos + 1
+			if c == "]" then return t end
+			if c ~= "," then return nil end
+		end
+	end
 	value = function ()
 		local c = s:sub (pos, pos)
 		if c == '"' then local v = str (); return v ~= nil, v end
 		if c == "{" then local v = obj (); return v ~= nil, v end
+		if c == "[" then local v = arr (); return v ~= nil, v end
 		for lit, v in pairs ({ ["true"] = true, ["false"] = false }) do
 			if s:sub (pos, pos + #lit - 1) == lit then pos = pos + #lit; return true, v end
 		end
@@ -119,7 +143,9 @@ function L.parse_json (s)
 		return false, nil
 	end
 	ws ()
-	if s:sub (pos, pos) ~= "{" then return nil end
+	local c = s:sub (pos, pos)
+	if c == "[" then return arr () end
+	if c ~= "{" then return nil end
 	return obj ()
 end
 
@@ -131,16 +157,23 @@ function L.parse_progress (line)
 end
 
 --- Run segue-client; `on_progress(fraction, line)` may return true to cancel (the client is sent SIGINT,
---- which cancels the job in the daemon). Returns the reply table, or nil and an error message.
+--- which cancels the job in the daemon). Returns the list of takes (each with path, offset_s,
+--- duration_s), or nil and an error message (one sentence for a stopped daemon or a missing client).
 function L.run_client (cmd, on_progress)
-	local f = io.popen ("sh -c " .. L.shell_quote ("echo SEGUE_PID $$; exec " .. cmd) .. " 2>&1", "r")
+	-- the inner shell prints its pid and becomes the client (so SIGINT reaches the client); the outer one
+	-- reports the exit status (127: the shell found no such command)
+	local inner = "echo SEGUE_PID $$; exec " .. cmd
+	local f = io.popen ("sh -c " .. L.shell_quote ("sh -c " .. L.shell_quote (inner) .. "; echo SEGUE_EXIT $?") .. " 2>&1", "r")
 	if not f then return nil, "cannot start segue-client" end
-	local pid, reply, last, cancelled = nil, nil, {}, false
+	local pid, reply, last, cancelled, status = nil, nil, {}, false, nil
 	for line in f:lines () do
 		local p = line:match ("^SEGUE_PID (%d+)$")
+		local e = line:match ("^SEGUE_EXIT (%d+)$")
 		if p then
 			pid = p
-		elseif line:sub (1, 1) == "{" then
+		elseif e then
+			status = tonumber (e)
+		elseif line:sub (1, 1) == "{" or line:sub (1, 1) == "[" then
 			reply = L.parse_json (line)
 		else
 			last[#last + 1] = line
@@ -154,14 +187,69 @@ function L.run_client (cmd, on_progress)
 	end
 	f:close ()
 	if cancelled then return nil, "cancelled" end
+	if status == 127 then return nil, L.NO_CLIENT end
 	if reply == nil then return nil, table.concat (last, "\n") end
 	if reply.error then
+		if reply.error.code == "unreachable" then return nil, L.NOT_RUNNING end
 		return nil, string.format ("%s: %s", tostring (reply.error.code), tostring (reply.error.message))
 	end
-	if type (reply.path) ~= "string" or type (reply.offset_s) ~= "number" then
-		return nil, "segue-client replied without a path and offset"
+	if reply.path then reply = { reply } end   -- one object: a client without --variations
+	for _, t in ipairs (reply) do
+		if type (t.path) ~= "string" or type (t.offset_s) ~= "number" then
+			return nil, "segue-client replied without a path and offset"
+		end
 	end
+	if #reply == 0 then return nil, "segue-client replied with no takes" end
 	return reply
+end
+
+--- The tempo map at timeline sample `sample`: tempo (quarter notes per minute), meter, and the bar
+--- the sample lies in (its first sample, and the bar and beat lengths in samples). Bar lines are
+--- found in musical time (whole ticks) and converted to samples by Ardour's own tempo map.
+function L.grid_at (sample, rate)
+	local tm = Temporal.TempoMap.read ()
+	local p = Temporal.timepos_t (math.floor (sample))
+	local m = tm:meter_at (p)
+	local dpb, nv = m:divisions_per_bar (), m:note_value ()
+	local bbt = tm:bbt_at (p)
+	local tpq = Temporal.ticks_per_beat                  -- ticks per quarter note
+	local qb, qt = tm:quarters_at (p):str ():match ("^(-?%d+):(%d+)$")
+	local ticks = tonumber (qb) * tpq + tonumber (qt)    -- quarter-note ticks at `sample`
+	local beat_ticks = math.floor (4 * tpq / nv)
+	local bar0 = ticks - ((bbt.beats - 1) * beat_ticks + bbt.ticks)
+	local function at (t) return Temporal.timepos_t.from_ticks (t):samples () end
+	local start = at (bar0)
+	return { bpm = tm:quarters_per_minute_at (p), divisions = dpb, note_value = nv, bar_start = start,
+	         bar_len = at (bar0 + dpb * beat_ticks) - start, beat_len = at (bar0 + beat_ticks) - start }
+end
+
+--- The bar line nearest to `sample` (a sample position), and the grid there.
+function L.nearest_bar (sample, rate)
+	local g = L.grid_at (sample, rate)
+	local b = g.bar_start
+	if sample - b > g.bar_len / 2 then b = b + g.bar_len end
+	return math.floor (b + 0.5), g
+end
+
+--- [a, b) (samples) moved to the nearest bar lines, at least one bar long.
+function L.snap_to_bars (a, b, rate)
+	local a2, g = L.nearest_bar (a, rate)
+	local b2 = L.nearest_bar (b, rate)
+	if b2 <= a2 then b2 = math.floor (a2 + g.bar_len + 0.5) end
+	return a2, b2
+end
+
+--- The tempo hint for a request whose first input starts at timeline sample `origin`: the tempo,
+--- and the first bar line in the input (or, if the input is shorter than to the next bar line, its
+--- first beat), as seconds into the input.
+function L.tempo_hint (origin, length, rate)
+	local g = L.grid_at (origin, rate)
+	local bar = g.bar_start
+	if bar < origin then bar = bar + g.bar_len end
+	if bar - origin >= length then
+		bar = g.bar_start + math.ceil ((origin - g.bar_start) / g.beat_len) * g.beat_len
+	end
+	return g.bpm, math.max (bar - origin, 0) / rate
 end
 
 --- Clamp the selection [sel_a, sel_b) to a region at [pos, pos + len) and add `ctx` samples of context
@@ -230,7 +318,15 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 	local ctx = math.floor ((opts.context_s or L.CONTEXT_S) * rate)
 	local req = { task = task, preset = opts.preset, steps = opts.steps, seed = opts.seed, model = opts.model,
 	              strength = opts.strength, reference = opts.reference, endpoint = opts.endpoint,
-	              timeout_s = opts.timeout_s, audio = {} }
+	              timeout_s = opts.timeout_s, variations = opts.takes, audio = {} }
+	local snap = opts.snap and opts.snap ~= 0 and opts.snap ~= "0"
+	if snap and sel_a and sel_b and task ~= "transition" and task ~= "continue" then
+		sel_a, sel_b = L.snap_to_bars (sel_a, sel_b, rate)
+	end
+	local function with_tempo (plan, length)
+		plan.req.bpm, plan.req.beat_offset_s = L.tempo_hint (plan.origin, length, rate)
+		return plan
+	end
 	local stamp = tostring (os.time ()) .. "-" .. tostring (math.random (100000, 999999))
 	local function export (r, w, tag)
 		local path = workdir .. "/segue-" .. stamp .. "-" .. tag .. ".wav"
@@ -259,7 +355,7 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 		req.start_s = (join - wa.start) / rate
 		req.b_start_s = (join - wb.start) / rate
 		req.crossfade_s = xf / rate
-		return { req = req, origin = wa.start }
+		return with_tempo ({ req = req, origin = wa.start, a = a, b = b }, wa.length)
 	end
 	if #regions ~= 1 then return nil, "select exactly one region for " .. task end
 	local r = regions[1]
@@ -271,7 +367,11 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 		w.length = cut - w.start
 		export (r, w, "in")
 		req.duration_s = opts.duration_s or ((sel_b and sel_b > cut) and (sel_b - cut) / rate) or 4.0
-		return { req = req, origin = w.start }
+		if snap then
+			local bar = L.grid_at (cut, rate).bar_len / rate
+			req.duration_s = math.max (math.floor (req.duration_s / bar + 0.5), 1) * bar
+		end
+		return with_tempo ({ req = req, origin = w.start }, w.length)
 	end
 	local a, b = sel_a or pos, sel_b or (pos + len)
 	local w, err = L.window (pos, len, a, b, ctx)
@@ -279,7 +379,7 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 	export (r, w, "in")
 	req.start_s = (w.sel_start - w.start) / rate
 	req.end_s = (w.sel_end - w.start) / rate
-	return { req = req, origin = w.start }
+	return with_tempo ({ req = req, origin = w.start, sel_start = w.sel_start, sel_end = w.sel_end }, w.length)
 end
 
 --- Where the rendered clip goes: the reply's offset_s is seconds into the first input, which starts
@@ -314,15 +414,47 @@ end
 
 --- Place a copy of `region` at timeline sample `position` on track `track_name`: one undo step.
 function L.place (session, region, position, track_name, label)
+	local placed, track = L.place_takes (session, { region }, position, track_name, label)
+	return placed[1], track
+end
+
+--- Place copies of the take regions at `position` on the output track, layered (take 1 on top: the
+--- one that plays; the others lie under it, to audition with Layers > Raise/Lower or in Stacked
+--- layer display), named "Segue <label> take N". `trim` = { a = region, b = region } (a
+--- transition) also trims A to end EDGE_FADE_S after the transition starts and B to start
+--- EDGE_FADE_S before it ends, with fades over that overlap. All in one undo step.
+function L.place_takes (session, regions, position, track_name, label, trim)
 	local track = L.output_track (session, track_name or L.TRACK_NAME, 2)
 	local pl = track:playlist ()
+	local rate = session:nominal_sample_rate ()
+	local fade = math.max (math.floor (L.EDGE_FADE_S * rate + 0.5), 1)
 	session:begin_reversible_command ("Segue " .. (label or "render"))
 	pl:to_stateful ():clear_changes ()
-	local nr = ARDOUR.RegionFactory.clone_region (region, true, true)
-	pl:add_region (nr, Temporal.timepos_t (position), 1, false, 0, 0, false)
+	local placed = {}
+	for i = #regions, 1, -1 do   -- added last = the top layer
+		local nr = ARDOUR.RegionFactory.clone_region (regions[i], true, true)
+		if #regions > 1 then nr:set_name (string.format ("Segue %s take %d", label or "render", i)) end
+		pl:add_region (nr, Temporal.timepos_t (position), 1, false, 0, 0, false)
+		placed[i] = nr
+	end
+	if trim then
+		local x1 = position + placed[1]:length ():samples ()
+		for _, nr in ipairs (placed) do
+			local ar = nr:to_audioregion ()
+			ar:set_fade_in_length (fade)
+			ar:set_fade_out_length (fade)
+		end
+		local a, b = trim.a, trim.b
+		for _, r in ipairs ({ a, b }) do r:to_stateful ():clear_changes () end
+		a:trim_end (Temporal.timepos_t (position + fade))
+		a:to_audioregion ():set_fade_out_length (fade)
+		b:trim_front (Temporal.timepos_t (x1 - fade))
+		b:to_audioregion ():set_fade_in_length (fade)
+		for _, r in ipairs ({ a, b }) do session:add_stateful_diff_command (r:to_statefuldestructible ()) end
+	end
 	session:add_stateful_diff_command (pl:to_statefuldestructible ())
 	session:commit_reversible_command (nil)
-	return nr, track
+	return placed, track
 end
 
 --- The newest region in the session's region list named `name` (what an import just created).
@@ -357,13 +489,16 @@ function factory (params) return function ()
 		{ type = "number", key = "duration", title = "Continue: seconds to generate", min = 0.5, max = 120, step = 0.5, digits = 1, default = 4 },
 		{ type = "number", key = "strength", title = "Style: strength", min = 0.05, max = 1, step = 0.05, digits = 2, default = 0.7 },
 		{ type = "entry", key = "model", title = "Model", default = "builtin" },
+		{ type = "number", key = "takes", title = "Takes (layered on the Segue track)", min = 1, max = 16, step = 1, digits = 0, default = 1 },
+		{ type = "checkbox", key = "snap", title = "Snap the range to whole bars", default = false },
 	})
 	local rv = dlg:run ()
 	if not rv then return end
 	local opts = { preset = rv.preset ~= "" and rv.preset or nil, steps = rv.steps > 0 and rv.steps or nil,
 	               seed = rv.seed, model = rv.model ~= "" and rv.model or nil,
 	               duration_s = rv.task == "continue" and rv.duration or nil,
-	               strength = rv.task == "style" and rv.strength or nil }
+	               strength = rv.task == "style" and rv.strength or nil,
+	               takes = math.floor (rv.takes or 1), snap = rv.snap and 1 or nil }
 	if rv.task == "style" and not opts.preset then
 		LuaDialog.Message ("Segue", "Style needs a style preset (e.g. lofi-warm); see `segue presets list`.",
 		                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
@@ -377,27 +512,34 @@ function factory (params) return function ()
 		return
 	end
 	local pdialog = LuaDialog.ProgressWindow ("Segue " .. rv.task, true)
-	local reply, cerr = L.run_client (L.client_command (plan.req), function (frac, line)
+	local takes, cerr = L.run_client (L.client_command (plan.req), function (frac, line)
 		return pdialog:progress (frac, line)
 	end)
 	pdialog:done ()
-	if not reply then
-		LuaDialog.Message ("Segue", "Render failed: " .. tostring (cerr), LuaDialog.MessageType.Error,
-		                   LuaDialog.ButtonType.Close):run ()
+	if not takes then
+		if cerr == "cancelled" then return end   -- Cancel in the progress window: the job is cancelled, nothing placed
+		local text = (cerr == L.NOT_RUNNING or cerr == L.NO_CLIENT) and cerr or ("Render failed: " .. tostring (cerr))
+		LuaDialog.Message ("Segue", text, LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
 		return
 	end
-	-- Import into the region list (Ardour converts the model's rate to the session's), then place it.
+	-- Import into the region list (Ardour converts the model's rate to the session's), then place them.
 	local files = C.StringVector ()
-	files:push_back (reply.path)
+	for _, t in ipairs (takes) do files:push_back (t.path) end
 	Editor:do_import (files, Editing.ImportDistinctFiles, Editing.ImportAsRegion, ARDOUR.SrcQuality.SrcBest,
 	                  ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
 	                  Temporal.timepos_t (0), ARDOUR.PluginInfo (), ARDOUR.Track (), false)
-	local base = reply.path:match ("([^/]+)%.[^./]+$") or reply.path
-	local region = L.region_by_name (base)
-	if not region then
-		LuaDialog.Message ("Segue", "Rendered " .. reply.path .. " but could not find the imported region " .. base,
-		                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
-		return
+	local imported = {}
+	for _, t in ipairs (takes) do
+		local base = t.path:match ("([^/]+)%.[^./]+$") or t.path
+		local region = L.region_by_name (base)
+		if not region then
+			LuaDialog.Message ("Segue", "Rendered " .. t.path .. " but could not find the imported region " .. base,
+			                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+			return
+		end
+		imported[#imported + 1] = region
 	end
-	L.place (Session, region, L.timeline_position (plan.origin, reply.offset_s, rate), L.TRACK_NAME, rv.task)
+	local trim = (rv.task == "transition") and { a = plan.a, b = plan.b } or nil
+	L.place_takes (Session, imported, L.timeline_position (plan.origin, takes[1].offset_s, rate), L.TRACK_NAME,
+	               rv.task, trim)
 end end

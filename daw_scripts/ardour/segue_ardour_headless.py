@@ -2,13 +2,14 @@
 
     python segue_ardour_headless.py SESSION_DIR NAME --task infill [--track Source] [--marker segue]
         [--preset P] [--steps N] [--seed N] [--model M] [--duration S] [--strength F] [--out-track Segue]
+        [--takes N] [--snap-bars]
 
 Three steps, because Ardour's headless tool cannot import audio:
 1. `ardour7-lua segue_headless.lua render ...` reads the range marker and the regions under it, exports
    the audio, calls `segue-client` (the daemon renders) and reports where the clip belongs;
 2. `ardour_session.py` imports the clip into the closed session (converted to the session's rate);
-3. `ardour7-lua segue_headless.lua place ...` puts it on the output track at that position (one undo
-   step) and saves the session.
+3. `ardour7-lua segue_headless.lua place ...` puts it (every take, layered) on the output track at
+   that position, trims the two regions of a transition to its edges (one undo step) and saves.
 Prints one JSON object describing what was placed.
 """
 from __future__ import annotations
@@ -65,13 +66,26 @@ def run(session_dir: str, name: str, task: str, *, track: str = "Source", marker
     if "SEGUE_RESULT" not in rendered:
         raise HeadlessError("the render step reported no result")
     result = json.loads(rendered["SEGUE_RESULT"][-1])
-    clip_name = f"segue-{task}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    stem = f"segue-{task}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    paths = result.get("paths") or [result["path"]]
+    clip_names = [stem] if len(paths) == 1 else [f"{stem}-take{i}" for i in range(1, len(paths) + 1)]
     session_file = Path(session_dir) / f"{name}.ardour"
-    region_id = ardour_session.import_clip(session_file, result["path"], clip_name)
-    placed = _run_lua(["place", session_dir, name, clip_name, str(result["position"]), out_track, task], timeout_s, env)
-    track_name, position, length = placed["SEGUE_PLACED"][-1].rsplit(" ", 2)
-    result.update({"region_id": region_id, "clip_name": clip_name, "track": track_name,
-                   "placed_position": int(position), "placed_length": int(length),
+    region_ids = [ardour_session.import_clip(session_file, p, c) for p, c in zip(paths, clip_names)]
+    trim = [track, marker] if task == "transition" else []
+    placed = _run_lua(["place", session_dir, name, ",".join(clip_names), str(result["position"]), out_track, task,
+                       *trim], timeout_s, env)
+    takes = []
+    for line in placed["SEGUE_PLACED"]:
+        track_name, position, length = line.rsplit(" ", 2)
+        takes.append({"track": track_name, "position": int(position), "length": int(length)})
+    trimmed = []
+    for line in placed.get("SEGUE_TRIMMED", []):
+        rname, position, length, start = line.rsplit(" ", 3)
+        trimmed.append({"name": rname, "position": int(position), "length": int(length), "start": int(start)})
+    take1 = takes[0]    # take 1 is the top layer (placed last)
+    result.update({"region_id": region_ids[0], "region_ids": region_ids, "clip_name": clip_names[0],
+                   "clip_names": clip_names, "track": take1["track"], "placed_position": take1["position"],
+                   "placed_length": take1["length"], "takes": takes, "trimmed": trimmed,
                    "regions": rendered.get("SEGUE_REGION", []), "command": rendered.get("SEGUE_COMMAND", [""])[-1]})
     return result
 
@@ -86,14 +100,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out-track", default="Segue")
     for opt in ("preset", "model", "reference", "endpoint"):
         ap.add_argument(f"--{opt}")
-    for opt in ("steps", "seed"):
+    for opt in ("steps", "seed", "takes"):
         ap.add_argument(f"--{opt}", type=int)
+    ap.add_argument("--snap-bars", action="store_true", help="move the marker's range to whole bars of the tempo map")
     for opt in ("duration", "strength", "crossfade", "context", "timeout"):
         ap.add_argument(f"--{opt}", type=float)
     args = ap.parse_args(argv)
     options = {"preset": args.preset, "model": args.model, "reference": args.reference, "endpoint": args.endpoint,
                "steps": args.steps, "seed": args.seed, "duration_s": args.duration, "strength": args.strength,
-               "crossfade_s": args.crossfade, "context_s": args.context, "timeout_s": args.timeout}
+               "crossfade_s": args.crossfade, "context_s": args.context, "timeout_s": args.timeout,
+               "takes": args.takes, "snap": 1 if args.snap_bars else None}
     try:
         out = run(args.session_dir, args.name, args.task, track=args.track, marker=args.marker,
                   out_track=args.out_track, options=options)

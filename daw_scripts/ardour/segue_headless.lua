@@ -6,9 +6,12 @@
 --   * placement then goes through the same SegueLib.place as the editor action (one undo step).
 --
 --   ardour7-lua segue_headless.lua render SESSION_DIR NAME TASK TRACK MARKER KEY=VALUE...
---       prints "SEGUE_RESULT <json>" with the reply, the timeline position and the session rate
---   ardour7-lua segue_headless.lua place SESSION_DIR NAME CLIP_NAME POSITION TRACK LABEL
---       prints "SEGUE_PLACED <track> <position> <length>"
+--       prints "SEGUE_RESULT <json>" with the reply (every take's path), the timeline position and
+--       the session rate; KEY=VALUE are SegueLib.prepare's options (takes=3, snap=1, ...)
+--   ardour7-lua segue_headless.lua place SESSION_DIR NAME CLIP1[,CLIP2...] POSITION TRACK LABEL [SRC_TRACK MARKER]
+--       places the takes layered on TRACK (one undo step); with SRC_TRACK and MARKER (a transition)
+--       also trims the two regions under the marker; prints "SEGUE_PLACED <track> <position> <length>"
+--       per take and "SEGUE_TRIMMED <name> <position> <length> <start>" per trimmed region
 
 local here = (debug.getinfo (1, "S").source:match ("^@(.*/)") or "./")
 function ardour (_) end  -- the editor action's header is a no-op here
@@ -32,14 +35,8 @@ local function json_string (v)
 	return '"' .. tostring (v):gsub ('[%c"\\]', function (c) return string.format ("\\u%04x", c:byte ()) end) .. '"'
 end
 
-if mode == "render" then
-	local task, track_name, marker = arg[4], arg[5], arg[6]
-	local opts = {}
-	for i = 7, #arg do
-		local k, v = arg[i]:match ("^([%w_]+)=(.*)$")
-		if not k then fail ("bad option " .. arg[i]) end
-		opts[k] = tonumber (v) or v
-	end
+--- The regions of `track_name` that overlap the range marker `marker`, in timeline order.
+local function marked_regions (track_name, marker)
 	local loc = nil
 	for l in s:locations ():list ():iter () do
 		if l:name () == marker and l:is_range_marker () then loc = l end
@@ -48,13 +45,25 @@ if mode == "render" then
 	local sel_a, sel_b = loc:start ():samples (), loc:_end ():samples ()
 	local route = s:route_by_name (track_name)
 	if route:isnil () or route:to_track ():isnil () then fail ("no track named " .. track_name) end
-	-- the selected regions: those on the track that overlap the marker (a transition takes two)
 	local regions = {}
 	for r in route:to_track ():playlist ():region_list ():iter () do
 		local p, n = r:position ():samples (), r:length ():samples ()
 		if p < sel_b and p + n > sel_a then regions[#regions + 1] = r end
 	end
 	table.sort (regions, function (x, y) return x:position ():samples () < y:position ():samples () end)
+	return regions, sel_a, sel_b
+end
+
+if mode == "render" then
+	local task, track_name, marker = arg[4], arg[5], arg[6]
+	local opts = {}
+	for i = 7, #arg do
+		local k, v = arg[i]:match ("^([%w_]+)=(.*)$")
+		if not k then fail ("bad option " .. arg[i]) end
+		opts[k] = tonumber (v) or v
+	end
+	-- the selected regions: those on the track that overlap the marker (a transition takes two)
+	local regions, sel_a, sel_b = marked_regions (track_name, marker)
 	for _, r in ipairs (regions) do
 		local f = L.region_facts (r)
 		print (string.format ("SEGUE_REGION %s position=%d length=%d start=%d channels=%d source=%s",
@@ -68,20 +77,43 @@ if mode == "render" then
 	if not plan then fail (err) end
 	local cmd = L.client_command (plan.req)
 	print ("SEGUE_COMMAND " .. cmd)
-	local reply, cerr = L.run_client (cmd, function (frac, line) print ("SEGUE_PROGRESS " .. frac); return false end)
-	if not reply then fail ("render failed: " .. tostring (cerr)) end
+	local takes, cerr = L.run_client (cmd, function (frac, line) print ("SEGUE_PROGRESS " .. frac); return false end)
+	if not takes then fail ("render failed: " .. tostring (cerr)) end
+	local reply = takes[1]
 	local position = L.timeline_position (plan.origin, reply.offset_s, rate)
-	print (string.format ('SEGUE_RESULT {"path": %s, "offset_s": %.9f, "duration_s": %.9f, "model_rate": %d, '
-	                      .. '"session_rate": %d, "origin": %d, "position": %d, "input": %s}',
-	                      json_string (reply.path), reply.offset_s, reply.duration_s, reply.sample_rate or 0,
-	                      rate, plan.origin, position, json_string (plan.req.audio[1])))
+	local paths = {}
+	for i, t in ipairs (takes) do paths[i] = json_string (t.path) end
+	print (string.format ('SEGUE_RESULT {"path": %s, "paths": [%s], "offset_s": %.9f, "duration_s": %.9f, '
+	                      .. '"model_rate": %d, "session_rate": %d, "origin": %d, "position": %d, "input": %s, '
+	                      .. '"bpm": %.9f, "beat_offset_s": %.9f, "sel_start": %d, "sel_end": %d}',
+	                      json_string (reply.path), table.concat (paths, ", "), reply.offset_s, reply.duration_s,
+	                      reply.sample_rate or 0, rate, plan.origin, position, json_string (plan.req.audio[1]),
+	                      plan.req.bpm, plan.req.beat_offset_s, plan.sel_start or -1, plan.sel_end or -1))
 elseif mode == "place" then
-	local clip_name, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
+	local clip_names, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
 	-- found by name, as the editor action finds what do_import created
-	local region = L.region_by_name (clip_name)
-	if not region then fail ("no whole-file region named " .. clip_name) end
-	local nr, track = L.place (s, region, position, track_name, label)
-	print (string.format ("SEGUE_PLACED %s %d %d", track:name (), nr:position ():samples (), nr:length ():samples ()))
+	local regions = {}
+	for clip_name in clip_names:gmatch ("[^,]+") do
+		local region = L.region_by_name (clip_name)
+		if not region then fail ("no whole-file region named " .. clip_name) end
+		regions[#regions + 1] = region
+	end
+	local trim = nil
+	if arg[8] and arg[9] then
+		local sources = marked_regions (arg[8], arg[9])
+		if #sources ~= 2 then fail ("a transition trims two regions; found " .. #sources .. " under the marker") end
+		trim = { a = sources[1], b = sources[2] }
+	end
+	local placed, track = L.place_takes (s, regions, position, track_name, label, trim)
+	for _, nr in ipairs (placed) do
+		print (string.format ("SEGUE_PLACED %s %d %d", track:name (), nr:position ():samples (), nr:length ():samples ()))
+	end
+	if trim then
+		for _, r in ipairs ({ trim.a, trim.b }) do
+			print (string.format ("SEGUE_TRIMMED %s %d %d %d", r:name (), r:position ():samples (), r:length ():samples (),
+			                      r:start ():samples ()))
+		end
+	end
 	s:save_state ("", false, false, false, false, false)
 else
 	fail ("usage: segue_headless.lua render|place ...")
