@@ -324,3 +324,20 @@ def test_continue_is_placed_at_the_end_of_the_region(tmp_path, serve):
                                                 "timeout_s": 120})
     assert (placed["placed_position"], placed["placed_length"]) == (8 * RATE, RATE)
     assert "--duration 1.000000" in placed["command"]
+
+
+def test_a_stopped_daemon_and_a_missing_client_are_one_sentence_each(tmp_path, serve):
+    import socket
+    sel = (int(4.0 * RATE), int(5.0 * RATE))
+    session, _ = make_session(tmp_path, sel)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                     # nothing listens here
+    env = dict(serve.env, SEGUE_ENDPOINT=f"tcp://127.0.0.1:{port}")
+    with pytest.raises(segue_ardour_headless.HeadlessError,
+                       match="The Segue daemon is not running: start it with `segue serve` and try again."):
+        segue_ardour_headless.run(str(session), "song", "infill", env=env, options={"model": "analytic"})
+    env = dict(serve.env, SEGUE_CLIENT=str(tmp_path / "no-such-segue-client"))
+    with pytest.raises(segue_ardour_headless.HeadlessError, match="segue-client was not found.*SEGUE_CLIENT"):
+        segue_ardour_headless.run(str(session), "song", "infill", env=env, options={"model": "analytic"})
+    assert "Segue" not in (session / "song.ardour").read_text()       # nothing was placed
