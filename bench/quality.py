@@ -191,8 +191,27 @@ MODEL = None  # set in main: the model under test
 CHOICES: list[dict] = []  # per engine render: task, method, the plan's prior settings and the prior's choices
 
 
-def run_engine(method: EngineMethod, args, **fields) -> tuple[np.ndarray, float]:
-    """Render one request with the method's prior fields; returns (full timeline, seconds)."""
+FAILURES: list[dict] = []  # engine renders that raised: scored as `fallback` (silence in the region), listed
+
+
+def run_engine(method: EngineMethod, args, fallback: np.ndarray, **fields) -> tuple[np.ndarray, float]:
+    """Render one request with the method's prior fields; returns (full timeline, seconds).
+
+    A render that raises is recorded in FAILURES and scored as `fallback` (the timeline
+    with silence in the region), so one failing window does not lose an hour's run;
+    --fail-fast raises instead.
+    """
+    try:
+        return _render(method, args, **fields)
+    except Exception as e:  # noqa: BLE001 -- any engine error is a result to report here
+        if args.fail_fast:
+            raise
+        FAILURES.append({"task": fields.get("task"), "method": method.name, "error": f"{type(e).__name__}: {e}"})
+        print(f"{fields.get('task')} {method.name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return fallback, float("nan")
+
+
+def _render(method: EngineMethod, args, **fields) -> tuple[np.ndarray, float]:
     req = RenderRequest(span="full", steps=args.steps, seed=args.seed, guidance_scale=args.xi, model=args.model,
                         step_mode=args.step_mode, sampler=args.sampler, seam_ms=SEAM_MS, prior=method.prior,
                         refine_strength=method.refine_strength, refine_span=method.refine_span, **fields)
@@ -226,8 +245,10 @@ def region_task(w: Window, task: str, methods: list[EngineMethod], args) -> tupl
         edited = x.copy()
         edited[:, a:b] = splice(x, gen, a, b, seam)
         out[name] = edited
+    silent = track.copy()
+    silent[:, ta:tb] = 0.0
     for m in methods:
-        full, elapsed[m.name] = run_engine(m, args, task=task, audio=(PCMAudio(track, RATE),), start_s=ta / RATE,
+        full, elapsed[m.name] = run_engine(m, args, silent, task=task, audio=(PCMAudio(track, RATE),), start_s=ta / RATE,
                                            end_s=tb / RATE, context_s=2.0)
         out[m.name] = full[:, w.start:w.start + x.shape[1]]
     return out, elapsed
@@ -251,8 +272,9 @@ def continuation_task(w: Window, methods: list[EngineMethod], args) -> tuple[dic
         edited[:, cut:] = splice(x, gen, cut, total, seam)
         out[name] = edited
     track = w.track_audio[:, :w.start + cut]
+    silent = np.concatenate([track, np.zeros((2, n), np.float32)], axis=1)
     for m in methods:
-        full, elapsed[m.name] = run_engine(m, args, task="continue", audio=(PCMAudio(track, RATE),),
+        full, elapsed[m.name] = run_engine(m, args, silent, task="continue", audio=(PCMAudio(track, RATE),),
                                            duration_s=WIN_S - CONT_CTX_S, context_s=CONT_CTX_S)
         out[m.name] = full[:, w.start:w.start + total]
     return out, elapsed
@@ -292,7 +314,7 @@ def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -
     out = {"silence": TransitionEdit(silence, g0), "crossfade": TransitionEdit(mix, g0)}
     elapsed = {}
     for m in methods:
-        full, elapsed[m.name] = run_engine(m, args, task="transition", audio=(PCMAudio(a_in, RATE), PCMAudio(b_in, RATE)),
+        full, elapsed[m.name] = run_engine(m, args, silence, task="transition", audio=(PCMAudio(a_in, RATE), PCMAudio(b_in, RATE)),
                                            start_s=join_a / RATE, b_start_s=join_b / RATE, crossfade_s=XF_S,
                                            context_s=2.0)
         out[m.name] = TransitionEdit(full, first_change(full, a_in, g0))
@@ -458,10 +480,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, default=None, help="folder for one spectrogram PNG per task")
     p.add_argument("--plot-track", default="Lava.ogg",
                    help="the track whose window (or transition from it) is plotted; the first window if absent")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first engine error (default: record it)")
     p.add_argument("--only", default="", help="comma-separated held-out track names to use (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     spans = [v.strip() for v in args.refine_span.split(",") if v.strip()] or (["gap"] if args.strengths else [])
+    if any(not 0.0 <= k <= 1.0 for k in args.strengths) or any(v not in ("seams", "gap") for v in spans):
+        raise SystemExit(f"--strengths must lie in [0, 1] and --refine-span be seams and/or gap, got "
+                         f"{args.strengths} and {spans}")
     methods = engine_methods(args.strengths, spans)
 
     windows = held_out_windows(args.data, args.windows, tuple(v for v in args.only.split(",") if v))
@@ -525,6 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{task}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     report["wall_s"] = time.time() - t_all
     report["engine_choices"] = CHOICES
+    report["failures"] = FAILURES
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=str))
@@ -622,6 +649,10 @@ def markdown(report: dict) -> str:
         lines.append(f"detect acc: 5-fold CV on {2 * len(next(iter(any_row['per_window'].values())))} clips, "
                      f"chance +- {any_row['detect_chance_se']:.0%} (one standard error)")
         lines.append("")
+    failures = report.get("failures", [])
+    if failures:
+        lines += [f"**{len(failures)} engine renders FAILED** (scored as silence in the region):", ""]
+        lines += [f"- {f['task']} / {f['method']}: {f['error']}" for f in failures] + [""]
     checks = targets(report)
     if checks:
         lines += ["**targets** (issue 14, method `segue`)", ""] + checks + [""]
