@@ -65,7 +65,9 @@ def test_segue_models_shows_kind_where_size_and_availability():
     missing = json.loads(segue("models", "stable-audio:/no/such/folder", "--json").stdout)[0]
     assert missing["available"] is False and missing["note"] == "folder not found"
     text = segue("models").stdout
-    assert text.splitlines()[0].split() == ["MODEL", "KIND", "SIZE", "AVAILABLE", "WHERE"]
+    assert text.splitlines()[0].split() == ["MODEL", "KIND", "SIZE", "AVAILABLE", "STEPS", "WHERE"]
+    from engine.render import get_model
+    assert builtin["default_steps"] == get_model("builtin").default_steps      # what --steps defaults to
 
 
 def test_the_demo_leaves_nothing_git_would_list():

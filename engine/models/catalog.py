@@ -23,6 +23,7 @@ class ModelEntry:
     size_bytes: Optional[int]
     available: bool
     note: str = ""
+    default_steps: Optional[int] = None   # what `--steps` defaults to (None: set when the model loads)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -40,15 +41,18 @@ def describe(name: str) -> ModelEntry:
     """The entry for a registry name (`builtin`), a kind with its folder (`stable-audio:/x`) or a kind alone."""
     kind, sep, folder = name.partition(":")
     if name == "builtin":
-        from .builtin import WEIGHTS_DIR, WEIGHTS_NAME
+        from .builtin import DEFAULT_STEPS, WEIGHTS_DIR, WEIGHTS_NAME
 
         weights = WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors"
         ok = weights.is_file()
         return ModelEntry(name, "built-in spectral diffusion net (CPU)", str(weights),
                           weights.stat().st_size if ok else None, ok,
-                          "" if ok else "weights missing from this installation")
+                          "" if ok else "weights missing from this installation", DEFAULT_STEPS)
     if name == "analytic":
-        return ModelEntry(name, "closed-form Gaussian-process denoiser (tests, demos)", "no weights", 0, True)
+        from .analytic import load_analytic   # closed form: nothing to read, instant
+
+        return ModelEntry(name, "closed-form Gaussian-process denoiser (tests, demos)", "no weights", 0, True,
+                          default_steps=load_analytic().default_steps)
     if kind in ("stable-audio", "stable-audio-3") and sep:
         label = "Stable Audio Open" if kind == "stable-audio" else "Stable Audio 3"
         deps = _has("diffusers") and _has("transformers")
@@ -80,9 +84,10 @@ def human_size(n: Optional[int]) -> str:
 
 
 def table(entries: list[ModelEntry]) -> str:
-    rows = [("MODEL", "KIND", "SIZE", "AVAILABLE", "WHERE")]
+    rows = [("MODEL", "KIND", "SIZE", "AVAILABLE", "STEPS", "WHERE")]
     for e in entries:
         rows.append((e.name, e.kind, human_size(e.size_bytes), "yes" if e.available else "no",
+                     str(e.default_steps) if e.default_steps is not None else "?",
                      e.where + (f"  ({e.note})" if e.note else "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
