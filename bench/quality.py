@@ -7,7 +7,9 @@ engine.training.corpus), starting 30% into the track. The engine gets the WHOLE 
 - infill: the middle 2 s of the window. The input has the gap's interior silenced
   (its outer `seam_ms` are kept for the splice), so no method can copy the answer.
 - regenerate: the same 2 s, with the original audio in place (a variation of it).
-- continue: the track up to 2.4 s into the window, continued for 3.6 s.
+- continue: the track up to 2.4 s into the window, continued for 3.6 s. The floor copy may
+  copy from later in the track (kept as it was); "similarity (past)" copies only from before
+  the cut, as the engine must.
 - transition: track A up to the end of its window joined, 3 s into the window, to
   12 s of track B from the start of B's window, with a 2.5 s crossfade. The scored
   window is the 6 s around the crossfade the method produced (located where the
@@ -137,8 +139,13 @@ def crossfade_fill(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return before * fo + after * fi
 
 
-def similarity_fill(w: Window, gap_start: int, gap_stop: int, *, need_after: bool, ctx_s: float = 0.5) -> np.ndarray:
-    """Copy the span of the same track (outside the window) whose context best matches the gap's."""
+def similarity_fill(w: Window, gap_start: int, gap_stop: int, *, need_after: bool, ctx_s: float = 0.5,
+                    end_by: Optional[int] = None) -> np.ndarray:
+    """Copy the span of the same track (outside the window) whose context best matches the gap's.
+
+    `end_by` (track samples): only spans that end by then, the window not excluded (a
+    continuation that, like the engine, sees only the past). None: the floor as it was.
+    """
     hop = 512
     track_audio = w.track_audio
     mel = log_mel(track_audio, RATE, n_fft=2048, n_mels=64)  # frame f starts at sample f * hop
@@ -152,8 +159,10 @@ def similarity_fill(w: Window, gap_start: int, gap_stop: int, *, need_after: boo
     lo_excl, hi_excl = w.start - s(WIN_S), w.start + s(2 * WIN_S)  # never copy the window itself
     for f in range(ctx, mel.shape[1] - gap_frames - ctx):
         pos = f * hop
-        if lo_excl <= pos <= hi_excl:
+        if end_by is None and lo_excl <= pos <= hi_excl:
             continue
+        if end_by is not None and pos + (gap_stop - gap_start) > end_by:
+            break
         d = np.abs(mel[:, f - ctx:f] - pre).mean()
         if post is not None and post.shape[1] == ctx:
             d += np.abs(mel[:, f + gap_frames:f + gap_frames + ctx] - post).mean()
@@ -265,7 +274,8 @@ def continuation_task(w: Window, methods: list[EngineMethod], args) -> tuple[dic
     out, elapsed = {}, {}
     for name, fill in (("silence", np.zeros((2, n), np.float32)),
                        ("crossfade", np.tile(x[:, :cut], (1, reps))[:, :n]),
-                       ("similarity", similarity_fill(w, cut, total, need_after=False))):
+                       ("similarity", similarity_fill(w, cut, total, need_after=False)),
+                       ("similarity (past)", similarity_fill(w, cut, total, need_after=False, end_by=w.start + cut))):
         gen = x.copy()
         gen[:, cut:] = fill
         edited = x.copy()
@@ -590,6 +600,10 @@ def targets(report: dict, method: str = "segue") -> list[str]:
             check(task, "log-mel L1 vs the copy's (beat it)", r["log_mel_l1"], copy["log_mel_l1"],
                   r["log_mel_l1"] < copy["log_mel_l1"])
             check(task, "seam flux vs the copy's (beat it)", r["flux"], copy["flux"], r["flux"] < copy["flux"])
+            past = res.get("similarity (past)")
+            if past is not None:
+                check(task, "log-mel L1 vs the past-only copy's (beat it; the floor also copies from later)",
+                      r["log_mel_l1"], past["log_mel_l1"], r["log_mel_l1"] < past["log_mel_l1"])
         check(task, "mean |level error| dB (target <= 1.5)", r["level_error_abs_db"], 1.5, r["level_error_abs_db"] <= 1.5)
         check(task, "mean |HF share error| dB (target <= 3)", r["hf_error_abs_db"], 3.0, r["hf_error_abs_db"] <= 3.0)
     return out
