@@ -230,3 +230,24 @@ def test_a_request_from_json_equals_the_same_request_from_python():
 
 def test_the_default_output_is_32_bit_float():
     assert RenderRequest(task="infill", audio=("/a.wav",), start_s=1.0, end_s=2.0).bit_depth == 32
+
+
+def test_the_daemon_confines_sources_like_audio_and_places_a_relative_output_in_its_folder(tmp_path):
+    from bridge.paths import PathPolicy
+    from engine.errors import PathNotAllowed
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "secret.wav").write_bytes(b"RIFF")
+    policy = PathPolicy.create([tmp_path / "in"], tmp_path / "out", 1 << 20)
+    params = {"task": "infill", "audio": str(tmp_path / "in" / "a.wav"), "output": "mine.wav",
+              "sources": [str(tmp_path / "in" / "a.wav")]}
+    confined = policy.confine(params)
+    assert confined["output"] == str((tmp_path / "out" / "mine.wav").resolve())
+    assert confined["sources"] == [str((tmp_path / "in" / "a.wav").resolve())]
+    with pytest.raises(PathNotAllowed) as e:
+        policy.confine({**params, "sources": [str(tmp_path / "secret.wav")]})
+    assert "--allow-root" in e.value.message
+    with pytest.raises(PathNotAllowed):
+        policy.confine({**params, "output": "../escape.wav"})
