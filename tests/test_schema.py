@@ -251,3 +251,10 @@ def test_the_daemon_confines_sources_like_audio_and_places_a_relative_output_in_
     assert "--allow-root" in e.value.message
     with pytest.raises(PathNotAllowed):
         policy.confine({**params, "output": "../escape.wav"})
+
+
+def test_the_readme_offers_what_the_schema_declares():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "|".join(schema.SAMPLER_NAMES) in readme        # the --sampler choices
+    assert f"{schema.MAX_DURATION_S:.0f} s" in readme and f"{schema.MAX_REGION_S:.0f} s" in readme
+    assert "--bit-depth " + "|".join(map(str, schema.BIT_DEPTHS)) in readme
