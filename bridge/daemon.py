@@ -41,6 +41,7 @@ class DaemonConfig:
     state_dir: str
     output_dir: str
     input_roots: tuple[str, ...] = ()
+    model_roots: tuple[str, ...] = ()  # the only folders a `kind:/folder` model name may point into
     devices: tuple[str, ...] = ("cpu",)
     job_timeout_s: float = 600.0
     max_attempts: int = 2             # a job interrupted by a daemon crash is re-run until it started this often
@@ -81,7 +82,8 @@ class JobManager:
             resolve(config.render_entry)  # fail here, not in a worker restart loop
         except (ImportError, AttributeError, ValueError) as e:
             raise ValueError(f"render entry {config.render_entry!r} cannot be loaded: {e}") from None
-        self.policy = PathPolicy.create(config.input_roots, config.output_dir, config.limits.max_file_bytes)
+        self.policy = PathPolicy.create(config.input_roots, config.output_dir, config.limits.max_file_bytes,
+                                        model_roots=config.model_roots)
         self.store = JobStore(config.state_dir)
         self.queue: "queue.Queue[str]" = queue.Queue()
         self.listeners: list[Listener] = []
@@ -131,7 +133,8 @@ class JobManager:
         timeout = min(msg.timeout_s or self.config.job_timeout_s, self.config.job_timeout_s)
         with self._submit_lock:
             existing = self.store.get(msg.id)
-            if existing is None and self.queue.qsize() >= self.config.limits.max_queue:
+            # count live queued jobs: the in-memory queue still holds the ids of cancelled ones
+            if existing is None and self.store.counts()["queued"] >= self.config.limits.max_queue:
                 raise SegueError(f"the queue is full ({self.config.limits.max_queue} jobs)", code=protocol.QUEUE_FULL)
             job, created = self.store.add(msg.id, params, origin=origin, timeout_s=timeout, received_at=received_at)
             if created:
@@ -236,7 +239,7 @@ class DeviceSupervisor:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=worker_main, name=f"segue-worker-{self.device}", daemon=True,
                                  args=(child, self._cancel_event, self.device, cfg.render_entry, cfg.output_dir,
-                                       cfg.threads, cfg.max_models, cfg.min_free_bytes))
+                                       cfg.threads, cfg.max_models, cfg.min_free_bytes, self.manager.policy.input_roots))
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent

@@ -3,7 +3,11 @@
 Paths are resolved with `os.path.realpath` (every symlink followed) before the
 containment check, so a link inside a root that points outside it is refused,
 and the resolved path is what the engine receives. Relative paths are refused:
-a client's working directory means nothing to the daemon.
+a client's working directory means nothing to the daemon. Inputs (`audio`,
+`reference`, `sources`), the output and model folders (`kind:/folder` model
+names) are all checked here when a job is accepted; the worker checks again on
+the descriptors it opens (`engine.safe_io`), so a link swapped in later cannot
+lead outside either.
 """
 from __future__ import annotations
 
@@ -27,22 +31,43 @@ def _inside(path: str, root: str) -> bool:
 
 @dataclass(frozen=True)
 class PathPolicy:
-    """Readable input roots, the writable output root, and the largest file a client may name."""
+    """Readable input roots, the writable output root, model folder roots, and the largest file a client may name."""
 
     input_roots: tuple[str, ...]
     output_root: str
     max_file_bytes: int = 1024 * 1024 * 1024
+    model_roots: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, input_roots: Iterable[str | os.PathLike], output_root: str | os.PathLike,
-               max_file_bytes: int = 1024 * 1024 * 1024) -> "PathPolicy":
+               max_file_bytes: int = 1024 * 1024 * 1024,
+               model_roots: Iterable[str | os.PathLike] = ()) -> "PathPolicy":
         out = _real(output_root)
         os.makedirs(out, exist_ok=True)
         roots = tuple(dict.fromkeys([_real(r) for r in input_roots] + [out]))
         for r in roots:
             if not os.path.isdir(r):
                 raise ValueError(f"allowed root {r!r} is not a directory")
-        return cls(roots, out, max_file_bytes)
+        # model roots need not exist yet (the default one is made when the user first downloads a model)
+        return cls(roots, out, max_file_bytes, tuple(dict.fromkeys(_real(r) for r in model_roots)))
+
+    def model(self, name: object) -> str:
+        """A model name, with the folder of a `kind:/folder` name resolved and confined to a model root.
+
+        Without this a client could make the worker probe any folder on the machine (and its
+        error would describe what is there)."""
+        if not isinstance(name, str):
+            return name  # type: ignore[return-value]  # the engine's validation names the type error
+        kind, sep, folder = name.partition(":")
+        if not sep or not folder:
+            return name
+        self._check_text(folder, f"the folder of model {kind!r}")
+        real = _real(folder)
+        if not any(_inside(real, r) for r in self.model_roots):
+            raise PathNotAllowed(f"model folder {folder!r:.200} is outside the model roots "
+                                 f"{list(self.model_roots)}; start the daemon with --model-root DIR to allow "
+                                 f"a folder")
+        return f"{kind}:{real}"
 
     def _check_text(self, path: object, what: str) -> str:
         if not isinstance(path, str) or not path:
@@ -104,8 +129,20 @@ class PathPolicy:
             out["audio"] = self.input(audio)
         elif isinstance(audio, (list, tuple)):
             out["audio"] = [self.input(a, f"audio[{i}]") if isinstance(a, str) else a for i, a in enumerate(audio)]
-        if isinstance(out.get("reference"), str):
-            out["reference"] = self.input(out["reference"], "reference path")
+        reference = out.get("reference")
+        if isinstance(reference, str):
+            out["reference"] = self.input(reference, "reference path")
+        elif isinstance(reference, (list, tuple)):  # not a valid reference, but no path may skip the check
+            out["reference"] = [self.input(a, f"reference[{i}]") if isinstance(a, str) else a
+                                for i, a in enumerate(reference)]
+        sources = out.get("sources")
+        if isinstance(sources, str):
+            sources = [sources]
+        if isinstance(sources, (list, tuple)):
+            out["sources"] = [self.input(a, f"sources[{i}]") if isinstance(a, str) else a
+                              for i, a in enumerate(sources)]
+        if "model" in out:
+            out["model"] = self.model(out["model"])
         if isinstance(out.get("sources"), (list, tuple)):
             out["sources"] = [self.input(s, f"sources[{i}]") for i, s in enumerate(out["sources"])]
         if out.get("output") is not None:

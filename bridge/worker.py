@@ -121,9 +121,18 @@ def _die_with_parent() -> None:
 
 
 def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, output_dir: str,
-                threads: int = 0, max_models: int = 2, min_free_bytes: int = 0) -> None:
-    """Entry point of the spawned worker: serve pipe requests until "stop" or the pipe closes."""
+                threads: int = 0, max_models: int = 2, min_free_bytes: int = 0,
+                read_roots: Optional[tuple[str, ...]] = None) -> None:
+    """Entry point of the spawned worker: serve pipe requests until "stop" or the pipe closes.
+
+    With `read_roots` every audio file is opened through `engine.safe_io`: reads only inside
+    those roots (and the preset folders), writes only inside `output_dir`, checked on the
+    opened descriptors so a link swapped in after the job was accepted cannot lead outside."""
     _die_with_parent()
+    if read_roots is not None:
+        from engine import safe_io
+        from engine.presets import preset_dirs
+        safe_io.confine(tuple(read_roots) + tuple(str(d) for d in preset_dirs()), output_dir)
     import torch
     if threads > 0:
         torch.set_num_threads(threads)

@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 from pedalboard.io import AudioFile
 
-from .errors import AudioInputError, InvalidRequest
+from . import safe_io
+from .errors import AudioInputError, InvalidRequest, PathNotAllowed
 from .request import PCMAudio
+from .schema import MAX_DURATION_S
 
 READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 MAX_FILE_BYTES = 2 * 1024 ** 3
-MAX_SECONDS = 3600.0
+MAX_SECONDS = MAX_DURATION_S   # one limit for files and for every time field (engine/schema.py)
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -124,14 +125,22 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise AudioInputError(f"{path} is {size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.0f} GB")
+    confined = safe_io.current() is not None
     try:
-        with AudioFile(str(path)) as f:
+        # a confined process (the daemon's worker) reads through a descriptor checked after opening
+        with (os.fdopen(safe_io.open_input(path), "rb") if confined else open(path, "rb")) as raw, \
+                AudioFile(raw) as f:
             rate = int(round(f.samplerate))
             frames = int(f.frames)
+            if not 8000 <= rate <= 192000:  # a header claiming 1 Hz would make resampling allocate hundreds of GiB
+                raise AudioInputError(f"{path} claims a sample rate of {f.samplerate:g} Hz; "
+                                      f"files must be within 8000..192000 Hz")
             if frames / max(rate, 1) > MAX_SECONDS:
-                raise AudioInputError(f"{path} lasts {frames / rate:.0f} s; the limit is {MAX_SECONDS:.0f} s")
+                raise AudioInputError(f"{path} is too long: it lasts {frames / rate:.0f} s, and Segue reads at most "
+                                      f"{MAX_SECONDS:.0f} s ({MAX_SECONDS / 60:g} minutes); cut it first",
+                                      code="too_large")
             audio = f.read(frames)
-    except AudioInputError:
+    except (AudioInputError, PathNotAllowed):
         raise
     except Exception as e:  # pedalboard raises ValueError/RuntimeError for undecodable data
         raise AudioInputError(f"{path} could not be decoded as audio ({e})", code="corrupt_audio") from e
@@ -145,11 +154,15 @@ def check_sample_rate(rate: Any) -> int:
 
 
 def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_rate: int, *,
-                       bit_depth: int = 24, sidecar: Optional[Mapping[str, Any]] = None) -> Path:
+                       bit_depth: int = 24, sidecar: Optional[Mapping[str, Any]] = None,
+                       replace: bool = True) -> Path:
     """Write (channels, samples) as WAV through a temp file + rename; sidecar JSON likewise.
 
     The sidecar is written first and the WAV last, so a WAV that exists always
-    has its parameters beside it.
+    has its parameters beside it. Both go through a descriptor held on the folder
+    (`engine.safe_io`), and both are fsynced with the folder. `replace=False`
+    refuses an existing WAV (`output_exists`); a `.json` beside it that Segue did
+    not write is never replaced.
     """
     path = Path(path)
     if path.suffix.lower() != ".wav":
@@ -162,47 +175,51 @@ def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_
     check_sample_rate(sample_rate)
     if bit_depth not in (16, 24, 32):
         raise InvalidRequest(f"bit_depth must be 16, 24 or 32, got {bit_depth}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if sidecar is not None:
-        text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True)
-        _atomic_write_bytes(sidecar_path(path), text.encode())
+    if safe_io.current() is None:  # a confined worker only writes into folders that already exist
+        path.parent.mkdir(parents=True, exist_ok=True)
     if bit_depth != 32:
         audio = np.clip(audio, -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
+    dir_fd = check_output(path, replace=replace, sidecar=sidecar is not None)
     try:
-        with AudioFile(tmp, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
-                       bit_depth=bit_depth) as f:
-            f.write(audio)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+        if sidecar is not None:
+            text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True).encode()
+            safe_io.write_atomic(dir_fd, sidecar_path(path).name, lambda f: f.write(text))
+
+        def write_wav(f: Any) -> None:
+            with AudioFile(f, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
+                           bit_depth=bit_depth, format="wav") as out:
+                out.write(audio)
+        safe_io.write_atomic(dir_fd, path.name, write_wav, replace=replace)
+    finally:
+        os.close(dir_fd)
     return path
+
+
+def check_output(path: Union[str, os.PathLike], *, replace: bool, sidecar: bool = True) -> int:
+    """Refuse an output that would replace a result (unless `replace`) or a .json Segue did not write.
+
+    Returns a descriptor on the output's folder (the caller closes it); a render calls this
+    before it starts, so a refusal costs nothing, and `write_audio_atomic` again before writing."""
+    path = Path(path)
+    try:
+        dir_fd = safe_io.open_output_dir(path.parent)
+    except FileNotFoundError:
+        raise InvalidRequest(f"the folder of the output {path} does not exist") from None
+    try:
+        if not replace and safe_io.exists(dir_fd, path.name):
+            raise InvalidRequest(f"the output {path} already exists; set overwrite (--overwrite) to replace it",
+                                 code=safe_io.OUTPUT_EXISTS)
+        if sidecar and safe_io.sidecar_owner(dir_fd, sidecar_path(path).name) is False:
+            raise InvalidRequest(f"{sidecar_path(path)} exists and was not written by Segue; refusing to replace "
+                                 f"it (choose another output name)", code=safe_io.OUTPUT_EXISTS)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
 
 
 def sidecar_path(path: Union[str, os.PathLike]) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _jsonable(v: Any) -> Any:
