@@ -85,6 +85,8 @@ def render_audio(request: RenderRequest, *, model: Optional[Model] = None,
         cancel.raise_if_cancelled()
     generator = torch.Generator().manual_seed(request.seed)
     out = _run_task(model, audios, request, generator, tracker)
+    if tracker.done < tracker.total:   # a task that needed fewer steps than planned (a refined prior) still ends at 100 %
+        tracker.advance(tracker.total - tracker.done)
     if request.span == "region":
         audio, offset = out.region, out.offset
     else:
