@@ -148,15 +148,12 @@ def request_from_mapping(fields: Mapping[str, Any]) -> "RenderRequest":
         preset = check_preset_name(values["preset"])
         from .presets import apply_preset  # presets are optional for a request; import on use
         values = apply_preset(values, preset)
-    if "task" not in values:
-        raise InvalidRequest("task is required")
-    audio = values.get("audio", ())
-    if isinstance(audio, (str, PCMAudio)):
-        values["audio"] = (audio,)
-    try:
-        return RenderRequest(**values)
-    except TypeError as e:  # a field missing that dataclasses itself requires
-        raise InvalidRequest(str(e)) from e
+    missing = [s.name for s in FIELDS if s.required and s.name not in values]
+    if missing:
+        raise InvalidRequest(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    if isinstance(values["audio"], (str, PCMAudio)):
+        values["audio"] = (values["audio"],)
+    return RenderRequest(**values)
 
 
 def check_preset_name(value: Any) -> str:

@@ -258,3 +258,11 @@ def test_the_readme_offers_what_the_schema_declares():
     assert "|".join(schema.SAMPLER_NAMES) in readme        # the --sampler choices
     assert f"{schema.MAX_DURATION_S:.0f} s" in readme and f"{schema.MAX_REGION_S:.0f} s" in readme
     assert "--bit-depth " + "|".join(map(str, schema.BIT_DEPTHS)) in readme
+
+
+def test_missing_required_fields_are_named():
+    for fields, words in (({}, "task and audio are required"), ({"task": "infill"}, "audio is required"),
+                          ({"audio": "/a.wav"}, "task is required")):
+        with pytest.raises(InvalidRequest, match=words) as e:
+            request_from_mapping(fields)
+        assert e.value.code == "invalid_request"
