@@ -68,6 +68,8 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     if refine_t > 0.0:
         coloured, losses = refine(model, coloured, request, weighted_target(target, chain), refine_t,
                                   generator=generator, tracker=tracker)
+    else:   # no sampler ran: report the chain's work as the whole job, so progress reaches 100 %
+        tracker.advance(tracker.total - tracker.done)
     region = _blend_edges(audio, coloured, start, end, seconds(request.seam_ms / 1000.0, rate))
     full = audio.copy()
     full[:, start:end] = region
@@ -172,16 +174,30 @@ def refine(model: Model, audio: np.ndarray, request: RenderRequest, target: Styl
     req = request.replace(style_weight=request.style_weight * float(request.strength), data_consistency=False)
     out = audio.copy()
     losses: dict = {}
+    kept = 0
     prev_stop = 0
     for a, b in windows:
         gen, losses = generate_window(model, audio[:, a:b], np.zeros(b - a, dtype=bool), req, generator=generator,
                                       tracker=tracker, style=target, strength=min(level, 1.0))
+        if _collapsed(gen, audio[:, a:b]):   # the model diverged (NaN, zeroed) or lost the signal: keep the chain's
+            gen = audio[:, a:b]
+            kept += 1
         overlap = max(0, prev_stop - a)
         if overlap:
             out[:, a:a + overlap] = crossfade(out[:, a:a + overlap], gen[:, :overlap])
         out[:, a + overlap:b] = gen[:, overlap:]
         prev_stop = b
+    losses = dict(losses)
+    losses["refine_windows"] = len(windows)
+    losses["refine_windows_kept_from_chain"] = kept
     return out.astype(np.float32), losses
+
+
+def _collapsed(generated: np.ndarray, source: np.ndarray) -> bool:
+    """True when a refined window lost nearly all of its source's energy (under -40 dB of it)."""
+    src = float(np.sqrt(np.mean(np.square(source, dtype=np.float64))))
+    gen = float(np.sqrt(np.mean(np.square(generated, dtype=np.float64))))
+    return src > 1e-4 and not gen > 0.01 * src
 
 
 def _blend_edges(audio: np.ndarray, styled: np.ndarray, start: int, end: int, seam: int) -> np.ndarray:

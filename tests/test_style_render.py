@@ -113,3 +113,25 @@ def test_model_refinement_runs_on_windows_and_keeps_the_length(loop):
     chain_only = render({"task": "style", "audio": [PCMAudio(short, RATE)]}, "strings-pad")
     assert out.shape == short.shape and np.all(np.isfinite(out))
     assert not np.allclose(out, chain_only, atol=1e-4)
+
+
+def test_a_refined_window_that_collapses_keeps_the_chain_output(loop, monkeypatch):
+    """If the model returns a silent window (a diverged sampler is zeroed), the chain's audio stays."""
+    from engine import style_task
+
+    def silent_window(model, audio, known, request, **kw):
+        return np.zeros_like(audio), {"style_l2": float("nan")}
+
+    monkeypatch.setattr(style_task, "generate_window", silent_window)
+    fields = {"task": "style", "audio": [PCMAudio(loop, RATE)], "steps": 10}
+    chain_only = render(dict(fields), "strings-pad")
+    rendered = render_audio(request_from_mapping(apply_preset({**fields, "refine_strength": 0.2}, "strings-pad")))
+    assert np.allclose(rendered.audio, chain_only, atol=1e-6)
+    assert rendered.losses["refine_windows_kept_from_chain"] == rendered.losses["refine_windows"] >= 1
+
+
+def test_progress_reaches_the_end_when_only_the_chain_runs(loop):
+    events = []
+    req = request_from_mapping(apply_preset({"task": "style", "audio": [PCMAudio(loop, RATE)]}, "percussive"))
+    render_audio(req, progress=events.append)
+    assert events and events[-1].step == events[-1].total
