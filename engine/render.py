@@ -192,7 +192,9 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
 def _prior_warnings(info: dict) -> tuple[str, ...]:
     """A retrieval prior that found nothing to copy says so (the sidecar has the same words under "prior")."""
     if info.get("fallback") and info.get("fallback_to"):
-        return (f"the retrieval prior was not used ({info['fallback']}); the model generated the region instead",)
+        instead = ("the model generated the region instead" if info["fallback_to"] == "generative"
+                   else f"used a plain {info['fallback_to']} instead")
+        return (f"the retrieval prior was not used ({info['fallback']}); {instead}",)
     return ()
 
 

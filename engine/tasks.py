@@ -18,14 +18,15 @@ from .models.base import Model
 from .progress import ProgressTracker
 from .regions import Window, as_tensor, crossfade, equal_power_curves, frame_mask, frame_support, plan_window, splice
 from .request import RenderRequest
-from .prior.edits import (_spliced, continuation_prior, infill_prior, make_sources, seam_mask,
-                          transition_prior)
+from .schema import MIN_REGION_S, REGION_OUT_OF_RANGE
+from .prior.edits import (_spliced, continuation_prior, crossfade_fill, infill_prior, loop_fill, make_sources,
+                          seam_mask, transition_prior)
 from .samplers import DataConsistency, get_sampler, randn_like
 from .models.schedules import native_sigmas
 from .schedule import get_sigmas_cosine, truncate_sigmas
 
 CONTINUE_CHUNK_S = 3.6      # generated per continuation pass (the method's 2.4 s -> 6 s)
-MIN_GAP_S = 0.05
+MIN_GAP_S = MIN_REGION_S   # the one minimum region length (engine/schema.py)
 
 
 @dataclass
@@ -62,7 +63,36 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
 
     `x_bar` (same shape) makes the start k z + (1 - k) x_bar on the gap (regenerate,
     transition); `strength` < 1 starts from the noised input instead (audio-to-audio).
+    A refiner (`model.refiner`, strength < 1, no style) sees the window at a standard
+    loudness, so a quiet or hot clip gets the same signal-to-noise ratio at a given
+    strength as the music the model was trained on; the result is scaled back.
     """
+    gain = 1.0
+    if strength < 1.0 and model.refiner is not None and style is None:
+        gain = refine_gain(audio)
+        audio = audio * gain
+    wav, losses = _generate_window(model, audio, known, request, generator=generator, tracker=tracker, x_bar=x_bar,
+                                   style=style, style_span=style_span, strength=strength)
+    return (wav / gain if gain != 1.0 else wav), losses
+
+
+REFINE_LEVEL_DBFS = -18.0     # the loudness the refiner sees (about the training corpus's)
+REFINE_GAIN_LIMIT_DB = 30.0
+
+
+def refine_gain(audio: np.ndarray) -> float:
+    """The gain that brings a window to REFINE_LEVEL_DBFS (within +-30 dB; 1 for silence)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < 1e-6:
+        return 1.0
+    db = float(np.clip(REFINE_LEVEL_DBFS - 20 * np.log10(rms), -REFINE_GAIN_LIMIT_DB, REFINE_GAIN_LIMIT_DB))
+    return 10 ** (db / 20)
+
+
+def _generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request: RenderRequest, *,
+                     generator: torch.Generator, tracker: ProgressTracker, x_bar: Optional[np.ndarray] = None,
+                     style: Optional[StyleTarget] = None, style_span: Optional[tuple[int, int]] = None,
+                     strength: float = 1.0) -> tuple[np.ndarray, dict]:
     length = audio.shape[1]
     padded = _padded_length(model, length)
     pad = padded - length
@@ -114,7 +144,8 @@ def generate_window(model: Model, audio: np.ndarray, known: np.ndarray, request:
     sampler = get_sampler(request.sampler)
     extra = model.info.get("sampler_kwargs", {}) if request.sampler == "dpmpp_2m_sde" else {}
     cond = text_conditioning(model, request, padded / model.sample_rate)
-    out = sampler(model.denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency, cond=cond,
+    denoiser = model.refiner(model.denoiser) if (strength < 1.0 and model.refiner is not None) else model.denoiser
+    out = sampler(denoiser, x, sigmas.to(torch.float64), guide=guide, consistency=consistency, cond=cond,
                   callback=tracker.step_callback(), cancel=tracker.cancel, generator=generator, **extra)
     with torch.no_grad():
         wav = model.decode(out, padded)[0, :, :length].float().cpu().numpy()
@@ -174,7 +205,7 @@ def _region_bounds(request: RenderRequest, total: int, rate: int) -> tuple[int, 
         raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts {duration:.3f} s",
                              code="region_out_of_range")
     if end - start < seconds(MIN_GAP_S, rate):
-        raise InvalidRequest(f"the region must be at least {MIN_GAP_S * 1000:.0f} ms long")
+        raise InvalidRequest(f"the region must be at least {MIN_GAP_S * 1000:.0f} ms long", code=REGION_OUT_OF_RANGE)
     return start, end
 
 
@@ -196,6 +227,12 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
         timeline, info = infill_prior(sources, start, end, context_s=PRIOR_CONTEXT_S, seam=seam, candidate=rank)
         if timeline is not None:
             return _refine(model, audio, timeline, start, end, [start, end], request, generator, tracker, info)
+        if model.prior_fallback == "crossfade":
+            tracker.advance(tracker.total)
+            region = crossfade_fill(audio, start, end)
+            full = audio.copy()
+            full[:, start:end] = region
+            return TaskOutput(region=region, offset=start, full=full, losses={}, info=_fell_back(info, "crossfade"))
         fallback = _fell_back(info)
         request = request.replace(prior="none")
     win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
@@ -212,6 +249,7 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
 
 
 PRIOR_CONTEXT_S = 2.0        # seconds of surroundings each side that candidates are judged by
+LOOP_FALLBACK_S = 2.0        # a continuation with nothing to copy loops the clip's last seconds
 SEAM_REFINE_S = 0.25         # half-width of the zone the model regenerates around each seam ("seams" span)
 
 
@@ -229,10 +267,10 @@ def resolve_refinement(model: Model, request: RenderRequest) -> tuple[float, str
     return float(0.0 if strength is None else strength), span
 
 
-def _fell_back(info) -> dict:
-    """The sidecar's record of a prior that found nothing: the reason, and that the model generated instead."""
+def _fell_back(info, to: str = "generative") -> dict:
+    """The sidecar's record of a prior that found nothing: the reason, and what was done instead."""
     out = info.to_json()
-    out["fallback_to"] = "generative"
+    out["fallback_to"] = to
     return out
 
 
@@ -323,7 +361,8 @@ def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderReq
         raise InvalidRequest(f"the cut point {request.start_s:.3f} s lies after the end of the audio "
                              f"({audio.shape[1] / rate:.3f} s)", code="region_out_of_range")
     if cut < seconds(0.25, rate):
-        raise InvalidRequest("continuation needs at least 0.25 s of audio before the cut point")
+        raise InvalidRequest("continuation needs at least 0.25 s of audio before the cut point",
+                             code=REGION_OUT_OF_RANGE)
     todo = seconds(request.duration_s, rate)
     seam = seconds(request.seam_ms / 1000.0, rate)
     fallback = None
@@ -335,6 +374,11 @@ def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderReq
             seams = [cut + seconds(seg["at_s"], rate) - cut for seg in info.segments]
             stream = _refine_seams(model, stream, seams, cut, request, generator, tracker, info)
             return TaskOutput(region=stream[:, cut:], offset=cut, full=stream, losses={}, info=info.to_json())
+        if model.prior_fallback == "crossfade":
+            tracker.advance(tracker.total)
+            stream = loop_fill(audio[:, :cut], todo, seam, seconds(LOOP_FALLBACK_S, rate))
+            return TaskOutput(region=stream[:, cut:], offset=cut, full=stream, losses={},
+                              info=_fell_back(info, "crossfade"))
         fallback = _fell_back(info)
         request = request.replace(prior="none")
     context = min(seconds(request.context_s, rate), cut)

@@ -176,15 +176,26 @@ def test_silent_context_falls_back_and_the_sidecar_says_so(tmp_path):
                                   output=str(out), steps=4))
     side = json.loads(open(result.sidecar_path).read())
     assert side["prior"]["fallback"] == "the context around the region is silent"
-    assert side["prior"]["fallback_to"] == "generative"
+    assert side["prior"]["fallback_to"] == "crossfade"      # the built-in model cannot generate music alone
+    assert "used a plain crossfade instead" in " ".join(side["warnings"])
 
 
 def test_a_clip_too_short_to_continue_from_itself_falls_back_clearly():
     clip = drum_loop(120.0, 1.5)
     out = render_audio(RenderRequest(task="continue", audio=(PCMAudio(clip, RATE),), duration_s=2.0, steps=4))
     assert "too short" in out.info["fallback"]
-    assert out.info["fallback_to"] == "generative"
+    assert out.info["fallback_to"] == "crossfade"
     assert out.audio.shape[1] == clip.shape[1] + 2 * RATE
+    # the clip's last two seconds, looped: the continuation is as loud as the clip
+    level = 10 * np.log10(np.mean(out.audio[:, clip.shape[1]:] ** 2) / np.mean(clip ** 2))
+    assert abs(level) < 1.5
+
+
+def test_explicit_generative_fallback_on_a_model_that_generates():
+    clip = drum_loop(120.0, 1.5)
+    out = render_audio(RenderRequest(task="continue", model="analytic", prior="similarity",
+                                     audio=(PCMAudio(clip, RATE),), duration_s=1.0, steps=4))
+    assert out.info["fallback_to"] == "generative"
 
 
 def test_sources_extend_the_search_to_other_clips(tmp_path):
@@ -214,4 +225,5 @@ def test_the_cli_says_when_the_prior_fell_back(tmp_path, capsys):
     code = main(["infill", str(src), "--start", "2", "--end", "3", "--steps", "2", "-o", str(tmp_path / "o.wav"),
                  "--quiet"])
     assert code == 0
-    assert "the retrieval prior was not used (the context around the region is silent)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the retrieval prior was not used (the context around the region is silent); used a plain crossfade" in err

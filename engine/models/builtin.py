@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .energy_cap import EnergyCappedDenoiser
+from ..denoiser import VPredictionDenoiser
+from .energy_cap import JensenCapped
 from ..errors import ModelNotFound
 from .base import Model, register_model
 from .builtin_net import NetConfig, SpectralUNet
@@ -26,7 +27,7 @@ DEFAULT_GUIDANCE_SCALE = 3e-2
 DEFAULT_STEPS = 32
 # The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Retrieval prior").
 DEFAULT_PRIOR = "similarity"
-DEFAULT_REFINE_STRENGTH = 0.2
+DEFAULT_REFINE_STRENGTH = 0.1
 DEFAULT_REFINE_SPAN = "seams"
 
 
@@ -50,12 +51,13 @@ def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
     state = {k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")}
     net.load_state_dict(state)
     net.eval().requires_grad_(False)
-    denoiser = EnergyCappedDenoiser(net, bins=transform.bins, sample_rate=transform.sample_rate,
-                                    channels=transform.latent_channels, sigma_data=float(meta.get("sigma_data", 1.0)))
+    denoiser = VPredictionDenoiser(net, sample_rate=transform.sample_rate, channels=transform.latent_channels,
+                                   sigma_data=float(meta.get("sigma_data", 1.0)))
     return Model(name="builtin", denoiser=denoiser, autoencoder=transform,
                  default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,
                  default_prior=DEFAULT_PRIOR, default_refine_strength=DEFAULT_REFINE_STRENGTH,
-                 default_refine_span=DEFAULT_REFINE_SPAN,
+                 default_refine_span=DEFAULT_REFINE_SPAN, prior_fallback="crossfade",
+                 refiner=lambda d: JensenCapped(d, bins=transform.bins),
                  info={"weights": str(weights), "training": meta.get("training", {}),
                        "parameters": sum(p.numel() for p in net.parameters())})
 

@@ -238,6 +238,40 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
     return stream, info
 
 
+def crossfade_fill(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The fallback fill of [start, stop): the audio before it fading out into the audio after it fading in.
+
+    Each side contributes the span of the region's length next to it (silence past the
+    ends of the clip), with an equal-power crossfade over the whole region.
+    """
+    n = stop - start
+    before = np.zeros((audio.shape[0], n), np.float32)
+    after = np.zeros_like(before)
+    b = audio[:, max(0, start - n):start]
+    before[:, n - b.shape[1]:] = b
+    a = audio[:, stop:stop + n]
+    after[:, :a.shape[1]] = a
+    fo, fi = equal_power_curves(n)
+    return before * fo + after * fi
+
+
+def loop_fill(clip: np.ndarray, duration: int, seam: int, loop: int) -> np.ndarray:
+    """The fallback continuation: the clip's last `loop` samples repeated, each pass crossfaded in over `seam`."""
+    loop = max(1, min(loop, clip.shape[1]))
+    piece = clip[:, -loop:]
+    out = [clip]
+    made = 0
+    while made < duration:
+        nxt = piece.astype(np.float32).copy()
+        n = min(seam, loop // 2)
+        if n > 0:
+            fo, fi = equal_power_curves(n)
+            nxt[:, :n] = nxt[:, :n] * fi + piece[:, :n] * fo   # the loop fades into its own start
+        out.append(nxt)
+        made += loop
+    return np.concatenate(out, axis=1)[:, :clip.shape[1] + duration]
+
+
 def tempo_match(a: Analysis, b: Analysis, max_ratio: float = 1.5) -> float:
     """The stretch factor that brings B to A's tempo (octave-folded; 1.0 without two beat grids)."""
     if not (a.has_beat and b.has_beat):
