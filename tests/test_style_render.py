@@ -135,3 +135,22 @@ def test_progress_reaches_the_end_when_only_the_chain_runs(loop):
     req = request_from_mapping(apply_preset({"task": "style", "audio": [PCMAudio(loop, RATE)]}, "percussive"))
     render_audio(req, progress=events.append)
     assert events and events[-1].step == events[-1].total
+
+
+def test_a_users_own_preset_with_a_chain_and_reference_audio_renders(loop, tmp_path, monkeypatch):
+    import pedalboard
+
+    d = tmp_path / "presets"
+    d.mkdir()
+    with pedalboard.io.AudioFile(str(d / "ref.wav"), "w", RATE, 2) as f:
+        f.write((0.05 * np.random.default_rng(5).standard_normal((2, 2 * RATE))).astype(np.float32))
+    (d / "muffled.toml").write_text(
+        'name = "muffled"\nkind = "style"\ntask = "style"\n'
+        '[style]\ntone = "dark"\n'
+        '[[chain]]\neffect = "LowpassFilter"\ncutoff_frequency_hz = 800.0\n'
+        '[[chain]]\neffect = "LowpassFilter"\ncutoff_frequency_hz = 800.0\n'
+        '[reference]\naudio = "ref.wav"\nsource = "seeded noise written by this test"\n')
+    monkeypatch.setenv("SEGUE_PRESETS", str(d))
+    out = render({"task": "style", "audio": [PCMAudio(loop, RATE)]}, "muffled")
+    assert F.spectral_centroid(out, RATE) < 0.7 * F.spectral_centroid(loop, RATE)
+    assert F.chroma_correlation(out, loop, RATE) >= 0.7
