@@ -477,6 +477,20 @@ function factory (params) return function ()
 	end
 	local sel_a, sel_b = nil, nil
 	if not sel.time:empty () then sel_a, sel_b = sel.time:start_sample (), sel.time:end_sample () end
+	if #regions == 0 and sel_a then
+		-- a range drawn with the range tool selects time and tracks, not regions (and clicking a region
+		-- clears the range): take the audio regions of the selected tracks under the range
+		for route in sel.tracks:routelist ():iter () do
+			local tr = route:to_track ()
+			if not tr:isnil () then
+				for r in tr:playlist ():region_list ():iter () do
+					local p, n = r:position ():samples (), r:length ():samples ()
+					if p < sel_b and p + n > sel_a and not r:to_audioregion ():isnil () then regions[#regions + 1] = r end
+				end
+			end
+		end
+		table.sort (regions, function (x, y) return x:position ():samples () < y:position ():samples () end)
+	end
 
 	local task_values = {}
 	for _, t in ipairs (L.TASKS) do task_values[t] = t end

@@ -1,0 +1,287 @@
+"""Ardour's editor action, run as a user runs it: the real Ardour 7 GUI under Xvfb.
+
+A 48 kHz session with an audio region is opened in `ardour` (the "None (Dummy)" backend, seeded
+in a throw-away HOME together with segue.lua as action script 1). The test draws a time range on
+the region's track with the range tool (xdotool), triggers "Segue: Render Selection" through
+Ardour's OSC control surface (`/access_action LuaAction/script-1`), answers the script's dialog
+and lets the render go through a real daemon with the built-in model. Then it checks, in the
+session Ardour saves: the clip lies on the "Segue" track at the sample the request implies; one
+Ctrl+Z removes exactly that clip; Cancel in the progress window cancels the job in the daemon and
+places nothing. A screenshot of the editor with the placed clip is kept (SEGUE_TEST_ARTIFACTS,
+default: the test's temporary folder).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+from daw_support import DAW_SCRIPTS
+from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+
+TOOLS = ("ardour", "ardour7-lua", "Xvfb", "xdotool", "xwd")
+pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
+                                reason="the Ardour GUI test needs ardour, Xvfb, xdotool and xwd; run .ci/install_daw.sh")
+RATE = 48000
+SCREEN = (1600, 1000)
+# Layout of a fresh Ardour 7.3 editor on a 1600x1000 screen at the default zoom (checked with
+# screenshots): the timeline's 0 s and its scale, and the vertical middle of the first track.
+TIMELINE_X0, PX_PER_S, SOURCE_TRACK_Y = 219, 23.6, 360
+# Offsets inside the script's dialog and progress window (GTK lays them out the same every time).
+DIALOG_STEPS, DIALOG_OK = (325, 73), (379, 262)
+PROGRESS_CANCEL = (200, 62)
+
+
+def lua_long_string(text: str) -> str:
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[\n{text}]{'=' * level}]"
+
+
+def seed_home(home: Path, script: Path) -> None:
+    """A first-run-free Ardour profile: the Dummy backend (shown and autostarted) at RATE, and
+    `script` registered as editor action 1 (ui_scripts holds the Lua state Ardour itself saves:
+    slot ids are 1-based, the factory a chunk that returns factory(...))."""
+    cfg = home / ".config" / "ardour7"
+    cfg.mkdir(parents=True)
+    (cfg / ".a7").touch()     # "been here before": no first-run wizard
+    (cfg / "config").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<Ardour>
+  <Config>
+    <Option name="try-autostart-engine" value="1"/>
+    <Option name="hide-dummy-backend" value="0"/>
+    <Option name="discover-plugins-on-start" value="0"/>
+  </Config>
+  <Extra><AudioMIDISetup><EngineStates>
+    <State backend="None (Dummy)" driver="Normal Speed" device="Silence" input-device="" output-device=""
+      sample-rate="{RATE}" buffer-size="1024" n-periods="0" input-latency="0" output-latency="0" lm-input=""
+      lm-output="" active="1" use-buffered-io="0" midi-option="No MIDI I/O" lru="1"><MIDIDevices/></State>
+  </EngineStates></AudioMIDISetup></Extra>
+</Ardour>
+""")
+    src = script.read_text()
+    chunk = "function ardour (_) end\n" + src + "\nreturn factory (...)\n"
+    state = (f'scripts = {{}} scripts[1] = {{}} scripts[1]["n"] = "Segue: Render Selection" '
+             f'scripts[1]["s"] = {lua_long_string(src)} scripts[1]["f"] = {lua_long_string(chunk)} '
+             f'scripts[1]["a"] = {{}} ')
+    b64 = base64.b64encode(state.encode()).decode()
+    (cfg / "ui_scripts").write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<UIScripts><ActionScript '
+                                    f'lua="Lua 5.3">{b64}</ActionScript><ActionHooks/></UIScripts>\n')
+
+
+class Gui:
+    """Xvfb + Ardour on a session; xdotool for input, xwd for screenshots, OSC for actions."""
+
+    def __init__(self, session: Path, home: Path, env: dict, log: Path) -> None:
+        self.session = session
+        r, w = os.pipe()
+        self.xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+                                      "-nolisten", "tcp"], pass_fds=(w,), stderr=subprocess.DEVNULL)
+        os.close(w)
+        with os.fdopen(r) as f:
+            self.display = ":" + f.readline().strip()
+        self.env = dict(env, HOME=str(home), DISPLAY=self.display)
+        self._log = open(log, "w")
+        self.ardour = subprocess.Popen(["ardour", "-n", "-a", str(session)], env=self.env, stdout=self._log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        for p in (self.ardour, self.xvfb):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        self._log.close()
+
+    def xdo(self, *args: str) -> str:
+        return subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=30).stdout
+
+    def window(self, name: str, timeout_s: float = 60.0) -> Optional[tuple[int, int]]:
+        """Top-left corner of the visible window whose title matches `name` (a regex), once it shows."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ids = self.xdo("search", "--onlyvisible", "--name", name).split()
+            if ids:
+                geo = dict(line.split("=") for line in self.xdo("getwindowgeometry", "--shell", ids[0]).split())
+                return int(geo["X"]), int(geo["Y"])
+            assert self.ardour.poll() is None, "Ardour exited"
+            time.sleep(0.2)
+        return None
+
+    def click(self, x: float, y: float) -> None:
+        self.xdo("mousemove", str(int(x)), str(int(y)), "click", "1")
+
+    def drag(self, x0: float, x1: float, y: float) -> None:
+        self.xdo("mousemove", str(int(x0)), str(int(y)), "mousedown", "1", "mousemove", str(int((x0 + x1) / 2)),
+                 str(int(y)), "sleep", "0.2", "mousemove", str(int(x1)), str(int(y)), "sleep", "0.2", "mouseup", "1")
+
+    def key(self, *keys: str) -> None:
+        self.xdo("mousemove", "800", "600")       # keyboard focus follows the pointer (no window manager)
+        self.xdo("key", *keys)
+
+    def action(self, name: str) -> None:
+        from pythonosc.udp_client import SimpleUDPClient
+        SimpleUDPClient("127.0.0.1", 3819).send_message("/access_action", name)
+
+    def screenshot(self, path: Path) -> Path:
+        """The whole screen as PNG (xwd's 24/32-bit TrueColor dump, converted here)."""
+        raw = subprocess.run(["xwd", "-root", "-silent", "-display", self.display], capture_output=True, check=True,
+                             timeout=30).stdout
+        h = struct.unpack(">25I", raw[:100])
+        header, width, height, byte_order, bpp, bpl, ncolors = h[0], h[4], h[5], h[7], h[11], h[12], h[19]
+        off = header + ncolors * 12
+        px = np.frombuffer(raw[off:off + bpl * height], np.uint8).reshape(height, bpl)[:, :width * bpp // 8]
+        px = px.reshape(height, width, bpp // 8)
+        rgb = np.ascontiguousarray(px[:, :, [2, 1, 0]] if byte_order == 0 else px[:, :, [1, 2, 3]])
+        path.write_bytes(png(rgb))
+        return path
+
+    def save_and_read(self) -> dict[str, list[dict]]:
+        """Ctrl+S, then the regions of each playlist in the saved session (position and length in samples)."""
+        path = self.session / f"{self.session.name}.ardour"
+        before = path.stat().st_mtime_ns
+        self.key("ctrl+s")
+        deadline = time.monotonic() + 20
+        while path.stat().st_mtime_ns == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        out: dict[str, list[dict]] = {}
+        for pl in ET.parse(path).getroot().iter("Playlist"):
+            regions = []
+            for r in pl.iter("Region"):
+                length, _, position = r.get("length", "").partition("@")
+                regions.append({"name": r.get("name"), "position": int(position[1:]) * RATE // 282240000,
+                                "length": int(length[1:]) * RATE // 282240000})
+            out[pl.get("name")] = regions
+        return out
+
+
+def png(rgb: np.ndarray) -> bytes:
+    """An RGB image (h, w, 3) uint8 as PNG bytes (no imaging library needed)."""
+    h, w, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def wait_for(fn, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_states(serve) -> list[tuple[str, Optional[str]]]:
+    with sqlite3.connect(serve.root / "state" / "jobs.sqlite3") as c:
+        return c.execute("SELECT state, error_code FROM jobs ORDER BY accepted_at").fetchall()
+
+
+@pytest.fixture
+def gui(tmp_path, serve):
+    import sys
+    sys.path.insert(0, str(DAW_SCRIPTS / "ardour"))
+    from test_daw_ardour import make_session
+    session, _ = make_session(tmp_path, (4 * RATE, 5 * RATE))       # region [2 s, 8 s) on track Source
+    f = session / "song.ardour"
+    f.write_text(f.read_text().replace('<Protocol name="Open Sound Control (OSC)" active="0"',
+                                       '<Protocol name="Open Sound Control (OSC)" active="1"'))
+    seed_home(tmp_path / "home", DAW_SCRIPTS / "ardour" / "segue.lua")
+    g = Gui(session, tmp_path / "home", serve.env, tmp_path / "ardour.log")
+    try:
+        assert g.window("^song - Ardour$", 120), (tmp_path / "ardour.log").read_text()[-3000:]
+        time.sleep(3)                                # let the editor finish its first layout
+        yield g
+    finally:
+        g.stop()
+
+
+def run_action(gui: Gui, steps: int) -> tuple[int, int]:
+    """Range 4.0-5.5 s on the Source track, trigger the action, set the steps, OK; returns the dialog's corner."""
+    gui.key("r")                                     # the range tool
+    gui.drag(TIMELINE_X0 + 4.0 * PX_PER_S, TIMELINE_X0 + 5.5 * PX_PER_S, SOURCE_TRACK_Y)
+    gui.xdo("mousemove", "800", "200")
+    gui.action("LuaAction/script-1")
+    corner = gui.window("^Segue$", 30)
+    assert corner, "the script's dialog did not open"
+    x, y = corner
+    gui.xdo("mousemove", str(x + DIALOG_STEPS[0]), str(y + DIALOG_STEPS[1]), "click", "--repeat", "3", "1")
+    gui.xdo("key", "ctrl+a")
+    gui.xdo("type", str(steps))
+    gui.xdo("key", "Tab")
+    gui.click(x + DIALOG_OK[0], y + DIALOG_OK[1])
+    return corner
+
+
+def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui, serve, tmp_path):
+    art = Path(os.environ.get("SEGUE_TEST_ARTIFACTS", tmp_path))
+    art.mkdir(parents=True, exist_ok=True)
+    run_action(gui, steps=8)
+    try:
+        assert wait_for(lambda: [s for s in job_states(serve) if s[0] not in ("queued", "running")], 240,
+                        "the render to finish") == [("done", None)]
+        wait_for(lambda: gui.window("^Segue infill$", 0.5) is None, 60, "the progress window to close")
+        time.sleep(2)                                 # do_import and the placement run after the client returns
+    except AssertionError:
+        gui.screenshot(art / "ardour-gui-failed.png")
+        raise
+    regions = gui.save_and_read()
+    (clip,) = regions["Segue"]
+    shot = gui.screenshot(art / "ardour-gui-placed.png")
+    assert shot.stat().st_size > 10_000
+
+    # where it belongs: the exported window starts at the region start (2 s: 4 s of context clamped), so
+    # the clip goes to 2 s + the request's start_s, in session samples
+    with sqlite3.connect(serve.root / "state" / "jobs.sqlite3") as c:
+        (result,) = [json.loads(r) for (r,) in c.execute("SELECT result FROM jobs WHERE state = 'done'")]
+    side = json.loads(Path(result["sidecar_path"]).read_text())
+    assert side["request"]["model"] == "builtin" and side["request"]["steps"] == 8
+    start_s, duration_s = side["request"]["start_s"], side["duration_s"]
+    assert 1.8 < start_s < 2.3 and 1.2 < duration_s < 1.8       # the range drawn: about 4.0-5.5 s
+    assert abs(clip["position"] - (2 * RATE + round(start_s * RATE))) <= 1
+    assert abs(clip["length"] - duration_s * RATE) <= 2           # converted 44.1 -> 48 kHz on import
+    assert regions["Source"] == [{"name": "src.1", "position": 2 * RATE, "length": 6 * RATE}]
+
+    # one Ctrl+Z removes exactly that clip
+    gui.key("ctrl+z")
+    after = gui.save_and_read()
+    assert after["Segue"] == [] and after["Source"] == regions["Source"]
+
+    # Cancel in the progress window: the daemon cancels the job, nothing is placed
+    done_before = len(job_states(serve))
+    run_action(gui, steps=1000)
+    assert gui.window("^Segue infill$", 60), "no progress window"
+    # the window is drawn (and its Cancel button can take a click) once progress lines arrive
+    wait_for(lambda: ("running", None) in job_states(serve)[done_before:], 60, "the job to start")
+    time.sleep(3.0)
+    corner = gui.window("^Segue infill$", 5)
+    gui.screenshot(art / "ardour-gui-progress.png")
+    gui.click(corner[0] + PROGRESS_CANCEL[0], corner[1] + PROGRESS_CANCEL[1])
+    states = wait_for(lambda: [s for s in job_states(serve)[done_before:] if s[0] != "running" and s[0] != "queued"],
+                      60, "the job to end")
+    assert states == [("cancelled", "cancelled")]
+    time.sleep(2)
+    assert gui.window("^Segue infill$", 1) is None
+    assert gui.save_and_read()["Segue"] == []
