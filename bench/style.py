@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -178,7 +179,7 @@ def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"spectrograms_{Path(clip_name).stem}.png"
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
 
@@ -202,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refine-clips", type=int, default=2)
     ap.add_argument("--refine-steps", type=int, default=20)
     ap.add_argument("--track-s", type=float, default=240.0, help="whole-track timing length (0: skip)")
+    ap.add_argument("--track-refine", type=float, default=0.0,
+                    help="also time the whole track with this refine_strength (dark-ambient, --refine-steps)")
+    ap.add_argument("--spectrogram-clips", type=int, default=1, help="how many clips get a spectrogram PNG")
+    ap.add_argument("--only-track", action="store_true", help="skip the clip tables (whole track and PNGs only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "style.json")
     ap.add_argument("--references-only", action="store_true",
@@ -232,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
           "onset corr (min) | distance to ref (moved) | s per s |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
-    for name in STYLES:
+    for name in ([] if args.only_track else STYLES):
         for s in args.strengths:
             results.append(measure(name, clips, embedder, strength=s))
             print(line(results[-1]), flush=True)
-    levels = [r for r in args.refine if r > 0]
+    levels = [] if args.only_track else [r for r in args.refine if r > 0]
     if levels:
         for name in STYLES:
             chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0)
@@ -255,8 +260,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"whole track {tname} ({track['seconds']:.0f} s), {name}, chain only: {secs:.1f} s wall "
                   f"(real-time factor {secs / track['seconds']:.3f})", flush=True)
             results.append(track)
-    png = spectrograms(*clips[0], args.out.parent / "style")
-    print(f"spectrograms: {png}", flush=True)
+        if args.track_refine > 0:
+            _, secs = style_once("dark-ambient", audio, refine_strength=args.track_refine, steps=args.refine_steps)
+            track = {"track": tname, "seconds": audio.shape[1] / RATE, "preset": "dark-ambient", "wall_s": secs,
+                     "refine_strength": args.track_refine, "steps": args.refine_steps,
+                     "load_average": os.getloadavg()[0]}
+            print(f"whole track {tname} ({track['seconds']:.0f} s), dark-ambient, refine_strength "
+                  f"{args.track_refine:g} ({args.refine_steps} steps): {secs:.1f} s wall (real-time factor "
+                  f"{secs / track['seconds']:.3f}, load average {track['load_average']:.1f})", flush=True)
+            results.append(track)
+    for clip_name, clip in clips[:args.spectrogram_clips]:
+        print(f"spectrograms: {spectrograms(clip_name, clip, args.out.parent / 'style')}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "clip_s": args.clip_s, "results": results}, indent=1))
     return 0
