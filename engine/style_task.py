@@ -36,7 +36,7 @@ from .regions import crossfade, equal_power_curves
 from .request import RenderRequest
 from .schedule import truncate_sigmas
 from .models.schedules import native_sigmas
-from .tasks import StyleTarget, TaskOutput, generate_window, seconds
+from .tasks import StyleTarget, TaskOutput, generate_window, to_samples
 
 # Measured with bench/style.py (BENCHMARKS.md, "Style presets"): with the built-in model,
 # refinement at 0.1 cut onset correlation from 0.62-0.96 to 0.51-0.69, moved the embedding
@@ -53,15 +53,15 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     """Style [start, end) (default: all) of the first input; the audio outside the region is untouched."""
     audio = audios[0]
     rate = model.sample_rate
-    start = 0 if request.start_s is None else seconds(request.start_s, rate)
-    end = audio.shape[1] if request.end_s is None else seconds(request.end_s, rate)
+    start = 0 if request.start_s is None else to_samples(request.start_s, rate)
+    end = audio.shape[1] if request.end_s is None else to_samples(request.end_s, rate)
     if end > audio.shape[1]:
         raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts "
                              f"{audio.shape[1] / rate:.3f} s", code="region_out_of_range")
-    if end - start < seconds(0.5, rate):
+    if end - start < to_samples(0.5, rate):
         raise InvalidRequest("style needs at least 0.5 s of audio")
     chain = preset_style(request)
-    pre = max(0, start - seconds(PRE_ROLL_S, rate))
+    pre = max(0, start - to_samples(PRE_ROLL_S, rate))
     coloured = colour(audio[:, pre:end], rate, request, chain, target)[:, start - pre:]
     losses: dict = {}
     refine_t = refine_level(request)
@@ -70,7 +70,7 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
                                   generator=generator, tracker=tracker)
     else:   # no sampler ran: report the chain's work as the whole job, so progress reaches 100 %
         tracker.advance(tracker.total - tracker.done)
-    region = _blend_edges(audio, coloured, start, end, seconds(request.seam_ms / 1000.0, rate))
+    region = _blend_edges(audio, coloured, start, end, to_samples(request.seam_ms / 1000.0, rate))
     full = audio.copy()
     full[:, start:end] = region
     return TaskOutput(region=region, offset=start, full=full, losses=losses)
@@ -157,7 +157,7 @@ def weighted_target(target: StyleTarget, chain: Optional[StyleChain]) -> StyleTa
 
 def refine_windows(n: int, rate: int) -> list[tuple[int, int]]:
     """[start, stop) windows of about REFINE_WINDOW_S covering n samples, overlapping by REFINE_OVERLAP_S."""
-    win, hop = seconds(REFINE_WINDOW_S, rate), seconds(REFINE_WINDOW_S - REFINE_OVERLAP_S, rate)
+    win, hop = to_samples(REFINE_WINDOW_S, rate), to_samples(REFINE_WINDOW_S - REFINE_OVERLAP_S, rate)
     if n <= win:
         return [(0, n)]
     starts = list(range(0, n - win, hop)) + [n - win]

@@ -51,7 +51,8 @@ class StyleTarget:
     reference: torch.Tensor
 
 
-def seconds(s: float, rate: int) -> int:
+def to_samples(s: float, rate: int) -> int:
+    """Seconds -> the nearest sample index at `rate`."""
     return int(round(s * rate))
 
 
@@ -199,12 +200,12 @@ def _params(module: object):
 # ---- the tasks ---------------------------------------------------------------------------
 
 def _region_bounds(request: RenderRequest, total: int, rate: int) -> tuple[int, int]:
-    start, end = seconds(request.start_s, rate), seconds(request.end_s, rate)
+    start, end = to_samples(request.start_s, rate), to_samples(request.end_s, rate)
     duration = total / rate
     if end > total:
         raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts {duration:.3f} s",
                              code="region_out_of_range")
-    if end - start < seconds(MIN_GAP_S, rate):
+    if end - start < to_samples(MIN_GAP_S, rate):
         raise InvalidRequest(f"the region must be at least {MIN_GAP_S * 1000:.0f} ms long", code=REGION_OUT_OF_RANGE)
     return start, end
 
@@ -219,7 +220,7 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
     audio = audios[0]
     rate = model.sample_rate
     start, end = _region_bounds(request, audio.shape[1], rate)
-    seam = seconds(request.seam_ms / 1000.0, rate)
+    seam = to_samples(request.seam_ms / 1000.0, rate)
     fallback = None
     if resolve_prior(model, request) == "similarity" and not request.native_inpaint:
         sources = _prior_sources(model, audios[0], request)
@@ -235,7 +236,7 @@ def infill(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *
             return TaskOutput(region=region, offset=start, full=full, losses={}, info=_fell_back(info, "crossfade"))
         fallback = _fell_back(info)
         request = request.replace(prior="none")
-    win = plan_window(audio.shape[1], start, end, seconds(request.context_s, rate))
+    win = plan_window(audio.shape[1], start, end, to_samples(request.context_s, rate))
     window_audio = audio[:, win.start:win.stop]
     if request.native_inpaint:
         gen, losses = _native_inpaint(model, window_audio, win, request, tracker), {}
@@ -301,18 +302,18 @@ def _refine(model: Model, original: np.ndarray, timeline: np.ndarray, start: int
     """
     rate = model.sample_rate
     strength, span = resolve_refinement(model, request)
-    seam = seconds(request.seam_ms / 1000.0, rate)
+    seam = to_samples(request.seam_ms / 1000.0, rate)
     info.extra.update({"refine_strength": strength, "refine_span": span})
     if strength <= 0.0:
         tracker.advance(tracker.total)
         gen_region = timeline[:, start:end]
         losses: dict = {}
     else:
-        win = plan_window(timeline.shape[1], start, end, seconds(request.context_s, rate))
+        win = plan_window(timeline.shape[1], start, end, to_samples(request.context_s, rate))
         window_audio = timeline[:, win.start:win.stop]
         known = win.known_mask() if known_outside else np.zeros(win.length, bool)
         if span == "seams":
-            half = seconds(SEAM_REFINE_S, rate)
+            half = to_samples(SEAM_REFINE_S, rate)
             known = known | seam_mask(win.length, [p - win.start for p in seams], half)
         gen, losses = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker,
                                       strength=strength)
@@ -356,33 +357,33 @@ def continue_clip(model: Model, audios: Sequence[np.ndarray], request: RenderReq
     """
     audio = audios[0]
     rate = model.sample_rate
-    cut = audio.shape[1] if request.start_s is None else seconds(request.start_s, rate)
+    cut = audio.shape[1] if request.start_s is None else to_samples(request.start_s, rate)
     if cut > audio.shape[1]:
         raise InvalidRequest(f"the cut point {request.start_s:.3f} s lies after the end of the audio "
                              f"({audio.shape[1] / rate:.3f} s)", code="region_out_of_range")
-    if cut < seconds(0.25, rate):
+    if cut < to_samples(0.25, rate):
         raise InvalidRequest("continuation needs at least 0.25 s of audio before the cut point",
                              code=REGION_OUT_OF_RANGE)
-    todo = seconds(request.duration_s, rate)
-    seam = seconds(request.seam_ms / 1000.0, rate)
+    todo = to_samples(request.duration_s, rate)
+    seam = to_samples(request.seam_ms / 1000.0, rate)
     fallback = None
     if resolve_prior(model, request) == "similarity":
         sources = _prior_sources(model, audio[:, :cut], request)
         stream, info = continuation_prior(sources, cut, todo, context_s=PRIOR_CONTEXT_S, seam=seam,
                                           candidate=request.candidate)
         if stream is not None:
-            seams = [cut + seconds(seg["at_s"], rate) - cut for seg in info.segments]
+            seams = [cut + to_samples(seg["at_s"], rate) - cut for seg in info.segments]
             stream = _refine_seams(model, stream, seams, cut, request, generator, tracker, info)
             return TaskOutput(region=stream[:, cut:], offset=cut, full=stream, losses={}, info=info.to_json())
         if model.prior_fallback == "crossfade":
             tracker.advance(tracker.total)
-            stream = loop_fill(audio[:, :cut], todo, seam, seconds(LOOP_FALLBACK_S, rate))
+            stream = loop_fill(audio[:, :cut], todo, seam, to_samples(LOOP_FALLBACK_S, rate))
             return TaskOutput(region=stream[:, cut:], offset=cut, full=stream, losses={},
                               info=_fell_back(info, "crossfade"))
         fallback = _fell_back(info)
         request = request.replace(prior="none")
-    context = min(seconds(request.context_s, rate), cut)
-    chunk = seconds(CONTINUE_CHUNK_S, rate)
+    context = min(to_samples(request.context_s, rate), cut)
+    chunk = to_samples(CONTINUE_CHUNK_S, rate)
     stream = audio[:, :cut]
     losses: dict = {}
     while todo > 0:
@@ -409,12 +410,12 @@ def _refine_seams(model: Model, stream: np.ndarray, seams: list[int], frozen_bef
     if strength <= 0.0 or not seams:
         tracker.advance(tracker.total)
         return stream
-    half = seconds(SEAM_REFINE_S, rate)
-    ctx = seconds(min(request.context_s, 1.0), rate)
+    half = to_samples(SEAM_REFINE_S, rate)
+    ctx = to_samples(min(request.context_s, 1.0), rate)
     out = stream.copy()
     for p in seams:
         lo, hi = max(frozen_before, p - half), min(out.shape[1], p + half)
-        if hi - lo < seconds(MIN_GAP_S, rate):
+        if hi - lo < to_samples(MIN_GAP_S, rate):
             continue
         w0, w1 = max(0, lo - ctx), min(out.shape[1], hi + ctx)
         window_audio = out[:, w0:w1]
@@ -422,7 +423,7 @@ def _refine_seams(model: Model, stream: np.ndarray, seams: list[int], frozen_bef
         known[lo - w0:hi - w0] = False
         gen, _ = generate_window(model, window_audio, known, request, generator=generator, tracker=tracker,
                                  strength=strength)
-        edge = min(seconds(request.seam_ms / 1000.0, rate), (hi - lo) // 2)
+        edge = min(to_samples(request.seam_ms / 1000.0, rate), (hi - lo) // 2)
         out[:, lo:hi] = splice(window_audio, gen, lo - w0, hi - w0, edge)
     return out
 
@@ -467,15 +468,15 @@ def transition(model: Model, audios: Sequence[np.ndarray], request: RenderReques
     """Regenerate a crossfade between clip A (left) and clip B (right), with both as context."""
     a, b = audios
     rate = model.sample_rate
-    join_a = a.shape[1] if request.start_s is None else seconds(request.start_s, rate)
-    join_b = seconds(request.b_start_s, rate)
+    join_a = a.shape[1] if request.start_s is None else to_samples(request.start_s, rate)
+    join_b = to_samples(request.b_start_s, rate)
     if join_a > a.shape[1]:
         raise InvalidRequest(f"the join point in clip A ({request.start_s:.3f} s) lies after its end "
                              f"({a.shape[1] / rate:.3f} s)", code="region_out_of_range")
     if join_b >= b.shape[1]:
         raise InvalidRequest(f"the join point in clip B ({request.b_start_s:.3f} s) is not before its end "
                              f"({b.shape[1] / rate:.3f} s)", code="region_out_of_range")
-    xf = seconds(request.crossfade_s, rate)
+    xf = to_samples(request.crossfade_s, rate)
     if join_a < xf // 2 or b.shape[1] - join_b < xf - xf // 2:
         raise InvalidRequest(f"both clips need at least half the crossfade ({request.crossfade_s / 2:.2f} s) "
                              "on their side of the join", code="region_out_of_range")
@@ -488,11 +489,11 @@ def transition(model: Model, audios: Sequence[np.ndarray], request: RenderReques
         return _refine(model, mix, mix, g0, g1, [g0, g1], request.replace(refine_span="gap"), generator, tracker,
                        info)
     mix, g0, g1 = transition_mix(a, b, join_a, join_b, xf)
-    win = plan_window(mix.shape[1], g0, g1, seconds(request.context_s, rate))
+    win = plan_window(mix.shape[1], g0, g1, to_samples(request.context_s, rate))
     window_audio = mix[:, win.start:win.stop]
     gen, losses = generate_window(model, window_audio, win.known_mask(), request, generator=generator,
                                   tracker=tracker, x_bar=window_audio)
-    return _place(mix, gen, win, seconds(request.seam_ms / 1000.0, rate), losses)
+    return _place(mix, gen, win, to_samples(request.seam_ms / 1000.0, rate), losses)
 
 
 def sampling_passes(request: RenderRequest) -> int:
