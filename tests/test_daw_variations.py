@@ -58,6 +58,13 @@ def test_an_explicit_output_name_is_numbered_per_take(song, tmp_path):
     assert take_request(one, 0).output == str(tmp_path / "one.wav")     # a single take keeps its name
     with pytest.raises(InvalidRequest, match="take 2 is outside the 2 take"):
         take_request(req, 2)
+    # a later take's name already taken: refused before any take is rendered
+    (tmp_path / "again.take1.wav").unlink(missing_ok=True)
+    (tmp_path / "again.take2.wav").write_bytes(b"mine")
+    with pytest.raises(InvalidRequest, match="again.take2.wav exists") as e:
+        render_takes(request_from_mapping(infill(song, variations=2, output=str(tmp_path / "again.wav"))))
+    assert e.value.code == "output_exists" and not (tmp_path / "again.take1.wav").exists()
+    assert (tmp_path / "again.take2.wav").read_bytes() == b"mine"
 
 
 def test_progress_runs_once_over_all_takes(song, tmp_path):
