@@ -108,6 +108,10 @@ out("JSON", r.id, r.path, r.offset_s, r.duration_s, r.sample_rate)
 local e = L.parse_json('{{"id": "j2", "error": {{"code": "bad_audio", "message": "no such file"}}}}')
 out("ERR", e.error.code, e.error.message)
 out("BAD", tostring(L.parse_json('{{"a": }}')))
+local takes = L.parse_json('[{{"path": "/t1.wav", "offset_s": 1.5}}, {{"path": "/t2.wav", "offset_s": 1.5}}]')
+out("TAKES", #takes, takes[1].path, takes[2].path, takes[2].offset_s)
+print("CMD2|" .. L.client_command({{client = "c", task = "continue", audio = {{"/a.wav"}}, duration_s = 2,
+  bpm = 97, beat_offset_s = 0.25, variations = 3}}))
 out("PROG", L.parse_progress("segue:  42.5% (step 17/40, 3.0 s left)"), tostring(L.parse_progress("hello")))
 local w = L.window(1000, 5000, 3000, 4000, 1500)
 out("WIN", w.start, w.length, w.sel_start, w.sel_end)
@@ -123,6 +127,9 @@ quit()
     assert lines["JSON"].split("|") == ["j1", '/out/a "b".wav', "2.5", "1.5", "44100"]
     assert lines["ERR"].split("|") == ["bad_audio", "no such file"]
     assert lines["BAD"] == "nil"
+    assert lines["TAKES"].split("|") == ["2", "/t1.wav", "/t2.wav", "1.5"]          # --variations: a list
+    assert lines["CMD2"] == ("c continue '/a.wav' --duration 2.000000 --bpm 97.000000 --beat-offset 0.250000 "
+                             "--variations 3 --span region --json")
     assert lines["PROG"].split("|") == ["0.425", "nil"]
     assert lines["WIN"].split("|") == ["1500", "4000", "3000", "4000"]       # context clamped to the region start
     assert lines["WIN2"].split("|") == ["1000", "5000", "1000", "6000"]      # selection clamped to the region
