@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import engine
 from engine.errors import SegueError
+from engine.safe_io import remove_stale_temps
 from engine.models.base import available_models
 from engine.request import request_from_mapping
 
@@ -32,6 +33,7 @@ log = logging.getLogger("segue.daemon")
 RENDER_ENTRY = "engine.render:render_takes"   # a list of takes (one unless the request asks for variations)
 QUICK_DEATH_S = 10.0      # a worker dying this soon after it started is restarted with a growing delay
 MAX_RESTART_DELAY_S = 30.0
+PRUNE_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class DaemonConfig:
     max_models: int = 2
     min_free_bytes: int = 0           # unload models when free device memory drops below this
     limits: Limits = field(default_factory=Limits)
+    keep_days: Optional[float] = 30.0  # finished job records older than this are pruned (None: never)
+    keep_jobs: Optional[int] = 10000   # ... and beyond the newest this many (None: no count limit)
     render_entry: str = RENDER_ENTRY  # "module:function"; tests inject slow or crashing renders here
 
 
@@ -95,8 +99,12 @@ class JobManager:
     # -- life cycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover after a crash, queue what is pending, then start the workers."""
+        """Recover after a crash, clean what a crash left, queue what is pending, then start the workers."""
         requeued, failed = self.store.recover(self.config.max_attempts)
+        stale = self.store.clean_spool() + remove_stale_temps(self.policy.output_root)
+        if stale:
+            log.warning("removed %d file(s) an earlier run left unfinished: %s", len(stale), ", ".join(stale[:5]))
+        self.prune()
         for job_id in failed:
             job = self.store.get(job_id)
             assert job is not None and job.error is not None
@@ -107,6 +115,22 @@ class JobManager:
             log.warning("recovered after an unclean stop: %d job(s) re-queued, %d failed", len(requeued), len(failed))
         for s in self.supervisors:
             s.start()
+        threading.Thread(target=self._maintain, name="segue-maintain", daemon=True).start()
+
+    def prune(self) -> int:
+        """Apply the retention settings to the job records (never to queued or running jobs)."""
+        c = self.config
+        n = self.store.prune(max_age_s=c.keep_days * 86400.0 if c.keep_days is not None else None, keep=c.keep_jobs)
+        if n:
+            log.info("pruned %d finished job record(s) (keep %s days, %s jobs)", n, c.keep_days, c.keep_jobs)
+        return n
+
+    def _maintain(self) -> None:
+        while not self.stopping.wait(PRUNE_INTERVAL_S):
+            try:
+                self.prune()
+            except Exception:  # a busy or full database: try again next time
+                log.exception("pruning the job records failed")
 
     def shutdown(self) -> None:
         """Stop taking jobs, let running ones finish within the grace period, stop the workers."""

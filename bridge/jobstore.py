@@ -9,6 +9,7 @@ the job reaches a final state.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import numpy as np
 from engine.errors import SegueError
 from engine.request import PCMAudio, RenderRequest, request_from_mapping
 
-from .protocol import DUPLICATE_ID, INTERRUPTED
+from .protocol import DUPLICATE_ID, INTERRUPTED, STORAGE_FULL
 
 FINAL_STATES = ("done", "failed", "cancelled")
 STATES = ("queued", "running") + FINAL_STATES
@@ -183,6 +184,37 @@ class JobStore:
                 failed.append(job_id)
         return requeued, failed
 
+    def prune(self, *, max_age_s: Optional[float] = None, keep: Optional[int] = None,
+              now: Optional[float] = None) -> int:
+        """Forget finished jobs older than `max_age_s` or beyond the newest `keep`; returns how many.
+
+        Only done, failed and cancelled jobs are removed (never queued or running ones), and only
+        their records: result files stay where they are."""
+        now = time.time() if now is None else now
+        removed = 0
+        marks = ",".join("?" * len(FINAL_STATES))
+        with self._lock:
+            if max_age_s is not None:
+                removed += self._db.execute(f"DELETE FROM jobs WHERE state IN ({marks}) AND finished_at < ?",
+                                            (*FINAL_STATES, now - max_age_s)).rowcount
+            if keep is not None:
+                removed += self._db.execute(
+                    f"DELETE FROM jobs WHERE state IN ({marks}) AND seq NOT IN (SELECT seq FROM jobs WHERE state IN "
+                    f"({marks}) ORDER BY seq DESC LIMIT ?)", (*FINAL_STATES, *FINAL_STATES, int(keep))).rowcount
+        return removed
+
+    def clean_spool(self) -> list[str]:
+        """At start: delete spool files no queued or running job refers to (and `.tmp` leftovers)."""
+        with self._lock:
+            rows = self._db.execute("SELECT params FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+        live = {os.path.basename(p) for (params,) in rows for p in _spool_files(json.loads(params), self.spool_dir)}
+        removed = []
+        for name in os.listdir(self.spool_dir):
+            if name not in live:
+                self._remove_files([os.path.join(self.spool_dir, name)])
+                removed.append(name)
+        return removed
+
     # -- reading -------------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Optional[Job]:
@@ -242,22 +274,34 @@ class JobStore:
             fname = f"{job_id}.{name}.{os.getpid()}.{time.monotonic_ns()}.npy"
             path = os.path.join(self.spool_dir, fname)
             tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, v.samples, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as f:
+                    np.save(f, v.samples, allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:  # e.g. a full disk: leave no partial spool file behind
+                self._remove_files([tmp])
+                raise
             files.append(path)
             return {"spool": fname, "sample_rate": int(v.sample_rate)}
 
         stored = dict(params)
-        audio = stored.get("audio")
-        if isinstance(audio, (list, tuple)):
-            stored["audio"] = [put(a, f"audio{i}") for i, a in enumerate(audio)]
-        else:
-            stored["audio"] = put(audio, "audio0")
-        if "reference" in stored:
-            stored["reference"] = put(stored["reference"], "reference")
+        try:
+            audio = stored.get("audio")
+            if isinstance(audio, (list, tuple)):
+                stored["audio"] = [put(a, f"audio{i}") for i, a in enumerate(audio)]
+            else:
+                stored["audio"] = put(audio, "audio0")
+            if "reference" in stored:
+                stored["reference"] = put(stored["reference"], "reference")
+        except OSError as e:
+            self._remove_files(files)
+            raise SegueError(f"the PCM could not be stored ({e.strerror}); nothing was recorded",
+                             code=STORAGE_FULL if e.errno == errno.ENOSPC else "internal") from None
+        except BaseException:
+            self._remove_files(files)
+            raise
         h.update(json.dumps({k: v for k, v in stored.items() if k not in ("audio", "reference")} | {
             "audio": _strip_spool(stored.get("audio")), "reference": _strip_spool(stored.get("reference"))},
             sort_keys=True).encode())

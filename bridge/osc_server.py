@@ -170,6 +170,8 @@ class OscServer:
 
     def __init__(self, manager: JobManager, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: Optional[str] = None, limits: Optional[Limits] = None) -> None:
+        if token is not None and not token:
+            raise ValueError("the token is empty; give a real secret or none (loopback only)")
         if token is None and not is_loopback_host(host):
             raise ValueError(f"{host} is not a loopback address; a shared-secret token is required to bind it")
         self.manager = manager

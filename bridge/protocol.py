@@ -51,6 +51,7 @@ TIMEOUT = "timeout"
 WORKER_CRASHED = "worker_crashed"
 INTERRUPTED = "interrupted"
 SHUTTING_DOWN = "shutting_down"
+STORAGE_FULL = "storage_full"
 
 
 class ProtocolError(SegueError):
@@ -158,7 +159,7 @@ def decode_frame(desc: Any, data: bytes, limits: Limits, k: int) -> PCMAudio:
     expected = channels * samples * 4
     if len(data) != expected:
         raise ProtocolError(f"frames[{k}] has {len(data)} bytes but shape {shape} of float32 needs {expected}")
-    pcm = np.frombuffer(data, dtype="<f4").reshape(channels, samples).astype(np.float32, copy=True)
+    pcm = np.frombuffer(memoryview(data), dtype="<f4").reshape(channels, samples).astype(np.float32, copy=True)
     return PCMAudio(pcm, rate)
 
 
@@ -175,13 +176,11 @@ def _attach_frames(value: Any, pcm: Sequence[PCMAudio], used: set[int]) -> Any:
     return value
 
 
-def decode_message(frames: Sequence[bytes], limits: Limits = Limits()) -> Message:
-    """Decode a ZeroMQ request body (header frame + PCM frames) into a `Message`.
+def check_envelope(frames: Sequence[Any], limits: Limits = Limits(), token: Optional[str] = None) -> dict:
+    """Frame count and sizes, the header, and the token: everything checked before any PCM is touched.
 
-    This checks the message's shape only. Its render params are validated by
-    `JobManager.submit`, for both front ends alike: paths confined first, then
-    `engine.request.request_from_mapping` (which may read a preset).
-    """
+    Returns the decoded header. With `token` set, a missing or wrong one is refused here, so an
+    unauthenticated client never gets its PCM copied, decoded or spooled."""
     if not frames:
         raise ProtocolError("empty message: expected a JSON header frame")
     if len(frames) - 1 > limits.max_frames:
@@ -190,14 +189,28 @@ def decode_message(frames: Sequence[bytes], limits: Limits = Limits()) -> Messag
         if len(f) > limits.max_frame_bytes:
             raise TooLarge(f"PCM frame {k} is {len(f)} bytes; the limit is {limits.max_frame_bytes}")
     header = decode_header(bytes(frames[0]), limits)
+    given = header.get("token")
+    if given is not None and not isinstance(given, str):
+        raise ProtocolError("token must be a string")
+    check_token(token, given)
+    return header
+
+
+def decode_message(frames: Sequence[Any], limits: Limits = Limits(), token: Optional[str] = None) -> Message:
+    """Decode a ZeroMQ request body (header frame + PCM frames) into a `Message`.
+
+    Frames may be `bytes` or zero-copy `zmq.Frame`s. The token (when `token` is set) is checked
+    before the PCM frames are read. This checks the message's shape only. Its render params are
+    validated by `JobManager.submit`, for both front ends alike: paths confined first, then
+    `engine.request.request_from_mapping` (which may read a preset).
+    """
+    header = check_envelope(frames, limits, token)
     mtype = header.get("type")
     if mtype not in REQUEST_TYPES:
         raise ProtocolError(f"type must be one of {', '.join(REQUEST_TYPES)}; got {mtype!r:.40}")
     mid = header.get("id")
     mid = new_id() if mid is None else check_id(mid)
     token = header.get("token")
-    if token is not None and not isinstance(token, str):
-        raise ProtocolError("token must be a string")
     descs = header.get("frames", [])
     if not isinstance(descs, list) or len(descs) != len(frames) - 1:
         raise ProtocolError(f"header lists {len(descs) if isinstance(descs, list) else 'no'} frame(s) "
@@ -259,11 +272,30 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 
 
 def check_token(expected: Optional[str], given: Optional[str]) -> None:
-    """Constant-time comparison of the shared secret; no token configured means none is needed."""
+    """Constant-time comparison of the shared secret; no token configured means none is needed.
+
+    An empty configured token is a mistake, never "anyone with an empty string": refused."""
     if expected is None:
         return
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not expected:
+        raise Unauthorized("the daemon's token is empty; it accepts no client until one is set")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                                                expected.encode("utf-8", "surrogatepass")):
         raise Unauthorized("a valid token is required")
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def check_configured_token(token: Optional[str]) -> Optional[str]:
+    """The token a daemon is started with: None (loopback only) or a secret of at least 16 characters."""
+    if token is None:
+        return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the token is {'empty' if not token else f'only {len(token)} characters'}; use at least "
+                         f"{MIN_TOKEN_CHARS} (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+    return token
 
 
 # ---- replies and events ----------------------------------------------------------------------------

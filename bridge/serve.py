@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from .daemon import RENDER_ENTRY, DaemonConfig, JobManager
 from .osc_server import DEFAULT_PORT, OscServer
-from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits
+from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, check_configured_token
 from .zmq_server import ZmqServer
 
 log = logging.getLogger("segue.serve")
@@ -35,9 +35,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--osc-host", default="127.0.0.1", help="OSC UDP address (default %(default)s)")
     parser.add_argument("--osc-port", type=int, default=DEFAULT_PORT,
                         help="OSC UDP port; 0 picks a free one, -1 disables OSC (default %(default)s)")
-    parser.add_argument("--token", default=os.environ.get("SEGUE_TOKEN"),
-                        help="shared secret required from clients (default $SEGUE_TOKEN); "
-                             "mandatory when binding anything but loopback")
+    parser.add_argument("--token", default=None,
+                        help="shared secret required from clients (at least 16 characters; mandatory when binding "
+                             "anything but loopback). Visible to other users in `ps`: prefer --token-file or "
+                             "$SEGUE_TOKEN")
+    parser.add_argument("--token-file", default=None, metavar="PATH",
+                        help="read the shared secret from this file (its first line)")
+    parser.add_argument("--model-root", action="append", default=None, metavar="DIR",
+                        help="a folder under which clients may name model folders (`stable-audio:/DIR/x`); "
+                             "repeatable (default %s)" % _default_dir("XDG_DATA_HOME", ".local/share", "models"))
     parser.add_argument("--state-dir", default=_default_dir("XDG_STATE_HOME", ".local/state", "daemon"),
                         help="where the job database and PCM spool live (default %(default)s)")
     parser.add_argument("--output-dir", default=_default_dir("XDG_DATA_HOME", ".local/share", "renders"),
@@ -57,6 +63,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-free-mb", type=int, default=0,
                         help="unload idle models when free device memory drops below this (0: never)")
     parser.add_argument("--max-queue", type=int, default=Limits.max_queue, help="queued jobs before refusing more")
+    parser.add_argument("--keep-days", type=float, default=30.0,
+                        help="forget finished job records older than this, at start and hourly; result files stay "
+                             "(0: never; default %(default)s)")
+    parser.add_argument("--keep-jobs", type=int, default=10000,
+                        help="keep at most this many finished job records (0: no limit; default %(default)s)")
     parser.add_argument("--ready-file", default=None,
                         help="write the bound endpoints as JSON here once serving (for scripts and tests)")
     parser.add_argument("--render-entry", default=RENDER_ENTRY, help=argparse.SUPPRESS)
@@ -92,26 +103,47 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     return p
 
 
+def read_token(args: argparse.Namespace) -> Optional[str]:
+    """The shared secret from --token-file, --token or $SEGUE_TOKEN (in that order), checked.
+
+    An empty or short token is refused rather than taken as "no token" or as a secret."""
+    if getattr(args, "token_file", None):
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token: Optional[str] = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--token-file {args.token_file!r} cannot be read: {e}") from None
+    elif args.token is not None:
+        token = args.token
+    else:
+        token = os.environ.get("SEGUE_TOKEN")
+    return check_configured_token(token)
+
+
 def serve_main(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         devices = check_devices(args.device)
+        token = read_token(args)
     except ValueError as e:
         log.error("cannot start: %s", e)
         return 2
     config = DaemonConfig(
         state_dir=args.state_dir, output_dir=args.output_dir,
-        input_roots=tuple(args.allow_root or [os.path.expanduser("~")]), devices=devices,
+        input_roots=tuple(args.allow_root or [os.path.expanduser("~")]),
+        model_roots=tuple(args.model_root or [_default_dir("XDG_DATA_HOME", ".local/share", "models")]),
+        devices=devices,
         job_timeout_s=args.job_timeout, max_attempts=args.max_attempts, shutdown_grace_s=args.shutdown_grace,
         threads=args.threads, max_models=args.max_models, min_free_bytes=args.min_free_mb * 1024 * 1024,
-        limits=Limits(max_queue=args.max_queue), render_entry=args.render_entry)
+        limits=Limits(max_queue=args.max_queue), render_entry=args.render_entry,
+        keep_days=args.keep_days or None, keep_jobs=args.keep_jobs or None)
     os.makedirs(config.state_dir, exist_ok=True)
     try:
         manager = JobManager(config)
-        zmq_server = ZmqServer(manager, endpoint=args.zmq, events=args.events, token=args.token)
-        osc_server = (OscServer(manager, host=args.osc_host, port=args.osc_port, token=args.token)
+        zmq_server = ZmqServer(manager, endpoint=args.zmq, events=args.events, token=token)
+        osc_server = (OscServer(manager, host=args.osc_host, port=args.osc_port, token=token)
                       if args.osc_port >= 0 else None)
     except (ValueError, OSError) as e:
         log.error("cannot start: %s", e)

@@ -7,16 +7,22 @@ when its job ends (or its own timeout passes), so even a strict REQ client can
 block for the result. Job events go out on PUB with the topic `segue/job/<id>/`.
 
 All socket work happens on the thread that runs `serve`; job events from the
-supervisor threads are handed over through a queue and a wake-up pipe.
+supervisor threads are handed over through a queue and a wake-up pipe. Frames
+are received without a copy; the header and the token are checked on the serving
+thread before any PCM is touched, and a render that carries PCM is then decoded,
+spooled and recorded on a small thread pool, whose replies come back through the
+same wake-up pipe, so one large job does not stall every other client.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import zmq
@@ -26,12 +32,21 @@ from engine.errors import SegueError
 from . import protocol
 from .daemon import JobEvent, JobManager
 from .jobstore import STATES
-from .protocol import (DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, Message, check_token, is_loopback_endpoint,
-                       reply)
+from .protocol import DEFAULT_ENDPOINT, DEFAULT_EVENTS, Limits, Message, is_loopback_endpoint, reply
 
 log = logging.getLogger("segue.zmq")
 
 MAX_WAIT_S = 3600.0
+PCM_THREADS = 2                         # renders with PCM decoded and spooled at once
+MAX_PCM_IN_FLIGHT = 1024 * 1024 * 1024  # PCM bytes handed to the pool and not yet recorded; beyond: queue_full
+
+
+def _release_memory() -> None:
+    """Give freed heap back to the system after a large message (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def topic(job_id: str) -> bytes:
@@ -54,6 +69,8 @@ class ZmqServer:
     def __init__(self, manager: JobManager, *, endpoint: str = DEFAULT_ENDPOINT, events: str = DEFAULT_EVENTS,
                  token: Optional[str] = None, limits: Optional[Limits] = None,
                  context: Optional[zmq.Context] = None) -> None:
+        if token is not None and not token:
+            raise ValueError("the token is empty; give a real secret or none (loopback only)")
         for ep in (endpoint, events):
             if token is None and not is_loopback_endpoint(ep):
                 raise ValueError(f"{ep} is not a loopback address; a shared-secret token is required to bind it")
@@ -64,10 +81,15 @@ class ZmqServer:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes)  # libzmq drops larger frames unread
         self.router.setsockopt(zmq.LINGER, 1000)
-        self.router.bind(endpoint)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 1000)
-        self.pub.bind(events)
+        for sock, ep in ((self.router, endpoint), (self.pub, events)):
+            try:
+                sock.bind(ep)
+            except zmq.ZMQError as e:  # a port in use, IPv6 disabled, a bad address: one line, not a traceback
+                self.router.close(0)
+                self.pub.close(0)
+                raise OSError(f"cannot bind {ep}: {e}") from None
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.events_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._events: "queue.Queue[JobEvent]" = queue.Queue()
@@ -75,16 +97,25 @@ class ZmqServer:
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
         self._waiters: dict[str, list[tuple[list[bytes], str, float]]] = {}
+        self._pool = ThreadPoolExecutor(PCM_THREADS, thread_name_prefix="segue-pcm")
+        self._outbox: "queue.Queue[tuple[list[bytes], Optional[dict]]]" = queue.Queue()
+        self._pcm_in_flight = 0
+        self._pcm_lock = threading.Lock()
         manager.add_listener(self._on_event)
 
     # -- events from supervisor threads ----------------------------------------------------------------
 
     def _on_event(self, ev: JobEvent) -> None:
         self._events.put(ev)
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:
             pass  # the loop is already due to wake
+        except OSError:  # closed during shutdown
+            pass
 
     # -- the loop --------------------------------------------------------------------------------------
 
@@ -101,10 +132,15 @@ class ZmqServer:
                     pass
             for _ in range(256):  # bounded batch so events are not starved by a flood of requests
                 try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                big = sum(len(f) for f in frames) > 16 * 1024 * 1024
                 self._handle(frames, time.time())
+                del frames
+                if big:
+                    _release_memory()
+            self._drain_outbox()
             try:
                 self._drain_events()
                 self._expire_waiters()
@@ -118,6 +154,8 @@ class ZmqServer:
                 self._send(envelope, protocol.error_reply(rid, SegueError("the daemon is shutting down",
                                                                           code=protocol.SHUTTING_DOWN)))
         self._waiters.clear()
+        self._pool.shutdown(wait=True)
+        self._drain_outbox()
         self.router.close()
         self.pub.close()
         os.close(self._wake_r)
@@ -125,23 +163,66 @@ class ZmqServer:
 
     # -- requests --------------------------------------------------------------------------------------
 
-    def _handle(self, frames: list[bytes], received_at: float) -> None:
-        if len(frames) >= 2 and frames[1] == b"":
-            envelope, body = frames[:2], frames[2:]
+    def _handle(self, frames: list[Any], received_at: float) -> None:
+        if len(frames) >= 2 and len(frames[1]) == 0:
+            envelope, body = [bytes(f) for f in frames[:2]], frames[2:]
         else:
-            envelope, body = frames[:1], frames[1:]
+            envelope, body = [bytes(f) for f in frames[:1]], frames[1:]
         mid: Optional[str] = None
         try:
-            msg = protocol.decode_message(body, self.limits)
+            # token and header first: an unauthenticated client's PCM is never copied or decoded
+            protocol.check_envelope(body, self.limits, self.token)
+            if len(body) > 1:  # a render with PCM: decode, spool and record it off this thread
+                self._hand_to_pool(envelope, body, received_at)
+                return
+            msg = protocol.decode_message(body, self.limits, self.token)
             mid = msg.id
-            check_token(self.token, msg.token)
             out = self._dispatch(msg, envelope, received_at)
         except Exception as e:  # every request gets an answer; nothing here may stop the loop
             if not isinstance(e, SegueError):
                 log.exception("unexpected error handling a request")
-            out = protocol.error_reply(mid or (peek_id(body[0]) if body else None), e)
+            out = protocol.error_reply(mid or (peek_id(bytes(body[0])) if body else None), e)
         if out is not None:
             self._send(envelope, out)
+
+    def _hand_to_pool(self, envelope: list[bytes], body: list[Any], received_at: float) -> None:
+        size = sum(len(f) for f in body[1:])
+        with self._pcm_lock:
+            if self._pcm_in_flight + size > MAX_PCM_IN_FLIGHT:
+                raise SegueError(f"{self._pcm_in_flight} bytes of PCM are still being recorded; retry shortly",
+                                 code=protocol.QUEUE_FULL)
+            self._pcm_in_flight += size
+        self._pool.submit(self._render_with_pcm, envelope, body, received_at, size)
+
+    def _render_with_pcm(self, envelope: list[bytes], body: list[Any], received_at: float, size: int) -> None:
+        """Pool thread: decode the PCM, record the job, and queue the reply for the serving thread."""
+        mid: Optional[str] = None
+        try:
+            msg = protocol.decode_message(body, self.limits, self.token)
+            mid = msg.id
+            del body[:]  # the frames are copied into the request: let libzmq's buffers go
+            job, created = self.manager.submit(msg, {"via": "zmq"}, received_at)
+            out: Optional[dict] = reply("accepted", job.id, job=job.id, state=job.state, created=created,
+                                        events=self.events_endpoint, topic=topic(job.id).decode())
+        except Exception as e:
+            if not isinstance(e, SegueError):
+                log.exception("unexpected error handling a render with PCM")
+            out = protocol.error_reply(mid or (peek_id(bytes(body[0])) if body else None), e)
+        finally:
+            with self._pcm_lock:
+                self._pcm_in_flight -= size
+        self._outbox.put((envelope, out))
+        self._wake()
+        _release_memory()
+
+    def _drain_outbox(self) -> None:
+        while True:
+            try:
+                envelope, out = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if out is not None:
+                self._send(envelope, out)
 
     def _dispatch(self, msg: Message, envelope: list[bytes], received_at: float) -> Optional[dict]:
         m = self.manager

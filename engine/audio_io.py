@@ -125,11 +125,9 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise AudioInputError(f"{path} is {size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.0f} GB")
-    confined = safe_io.current() is not None
     try:
         # a confined process (the daemon's worker) reads through a descriptor checked after opening
-        with (os.fdopen(safe_io.open_input(path), "rb") if confined else open(path, "rb")) as raw, \
-                AudioFile(raw) as f:
+        with safe_io.opened_input(path) as name, AudioFile(name) as f:
             rate = int(round(f.samplerate))
             frames = int(f.frames)
             if not 8000 <= rate <= 192000:  # a header claiming 1 Hz would make resampling allocate hundreds of GiB
@@ -180,17 +178,30 @@ def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_
     if bit_depth != 32:
         audio = np.clip(audio, -1.0, 1.0)
     dir_fd = check_output(path, replace=replace, sidecar=sidecar is not None)
+
+    def write_wav(f: Any) -> None:
+        with AudioFile(f, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
+                       bit_depth=bit_depth, format="wav") as out:
+            out.write(audio)
+    side_tmp = None
     try:
+        # both files are staged first, so a full disk leaves neither behind (nor an orphan sidecar)
         if sidecar is not None:
             text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True).encode()
-            safe_io.write_atomic(dir_fd, sidecar_path(path).name, lambda f: f.write(text))
-
-        def write_wav(f: Any) -> None:
-            with AudioFile(f, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
-                           bit_depth=bit_depth, format="wav") as out:
-                out.write(audio)
-        safe_io.write_atomic(dir_fd, path.name, write_wav, replace=replace)
+            side_tmp = safe_io.stage(dir_fd, sidecar_path(path).name, lambda f: f.write(text))
+        wav_tmp = safe_io.stage(dir_fd, path.name, write_wav)
+        if side_tmp is not None:
+            if not replace and safe_io.exists(dir_fd, path.name):  # never pair our sidecar with another WAV
+                safe_io.discard(dir_fd, wav_tmp)
+                raise InvalidRequest(f"the output {path} already exists; set overwrite (--overwrite) to replace it",
+                                     code=safe_io.OUTPUT_EXISTS)
+            safe_io.commit(dir_fd, side_tmp, sidecar_path(path).name)
+            side_tmp = None
+        safe_io.commit(dir_fd, wav_tmp, path.name, replace=replace)
+        os.fsync(dir_fd)
     finally:
+        if side_tmp is not None:
+            safe_io.discard(dir_fd, side_tmp)
         os.close(dir_fd)
     return path
 

@@ -14,6 +14,7 @@ before its first job.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ import secrets
 import stat
 import sys
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from .errors import AudioInputError, InvalidRequest, PathNotAllowed
 
@@ -94,6 +95,23 @@ def open_input(path: str | os.PathLike) -> int:
         raise
 
 
+@contextlib.contextmanager
+def opened_input(path: str | os.PathLike) -> Iterator[str]:
+    """A name to open `path` by that cannot be redirected: under a confinement, the checked descriptor's
+    own `/proc/self/fd/N` link (Linux), which always reaches the file that was opened and checked.
+
+    (pedalboard is given a name, not a Python file object: on some corrupt data its file-object
+    reader spins instead of failing.) Without a confinement this is `path` itself."""
+    if _current is None:
+        yield os.fspath(path)
+        return
+    fd = open_input(path)
+    try:
+        yield f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else os.fspath(path)
+    finally:
+        os.close(fd)
+
+
 def open_output_dir(folder: str | os.PathLike) -> int:
     """A descriptor on the folder a result goes into; under a confinement it must lie inside the write root."""
     fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -145,19 +163,28 @@ def exists(dir_fd: int, name: str) -> bool:
     return _exists(dir_fd, name)
 
 
-def write_atomic(dir_fd: int, name: str, write: Callable[[BinaryIO], None], *, replace: bool = True) -> None:
-    """Write `name` in the held folder through a fresh temp file, fsync it, then move it into place.
+def stage(dir_fd: int, name: str, write: Callable[[BinaryIO], None]) -> str:
+    """Write a fresh temp file for `name` in the held folder and fsync it; returns the temp name.
 
-    `replace=False` never clobbers: an existing `name` (even one that appeared meanwhile) raises
-    `output_exists`. The folder is fsynced too, so the new name survives a power cut."""
-    tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+    Temp names are `.NAME.<hex>.tmp`, which `remove_stale_temps` recognises after a crash."""
+    tmp = f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=dir_fd)   # 0o666 & ~umask, like any new file
+                 | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w+b") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        discard(dir_fd, tmp)
+        raise
+    return tmp
+
+
+def commit(dir_fd: int, tmp: str, name: str, *, replace: bool = True) -> None:
+    """Move a staged temp file into place. `replace=False` never clobbers: an existing `name`
+    (even one that appeared meanwhile) raises `output_exists` and the temp file is removed."""
+    try:
         if replace:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
@@ -166,10 +193,39 @@ def write_atomic(dir_fd: int, name: str, write: Callable[[BinaryIO], None], *, r
             except FileExistsError:
                 raise InvalidRequest(f"{name} already exists; set overwrite to replace it", code=OUTPUT_EXISTS) from None
             os.unlink(tmp, dir_fd=dir_fd)
-        os.fsync(dir_fd)
     except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
+        discard(dir_fd, tmp)
         raise
+
+
+def discard(dir_fd: int, tmp: str) -> None:
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def write_atomic(dir_fd: int, name: str, write: Callable[[BinaryIO], None], *, replace: bool = True) -> None:
+    """Stage, commit and fsync the folder, so the new name survives a power cut."""
+    commit(dir_fd, stage(dir_fd, name, write), name, replace=replace)
+    os.fsync(dir_fd)
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Delete temp files a crash or a full disk left in `folder` (`.NAME.<12 hex>.tmp`); returns their names.
+
+    Only call this when nothing is writing there (the daemon does, before its workers start)."""
+    removed = []
+    for entry in os.scandir(folder):
+        n = entry.name
+        if (n.startswith(".") and n.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False)
+                and len(n.rsplit(".", 2)[-2]) == 12):
+            try:
+                os.unlink(entry.path)
+                removed.append(n)
+            except FileNotFoundError:
+                pass
+    return removed
