@@ -6,10 +6,15 @@ requests/s and the bridge's own latency: request received -> job started
 (timestamps taken by the daemon and the worker), both on an idle daemon and
 under load (where it includes the wait in the queue).
 
-    python bench/bridge_load.py --zmq-clients 16 --osc-clients 16 --requests 10 --write BENCHMARKS.md
+    python bench/bridge_load.py --zmq-clients 64 --osc-clients 32 --requests 10 --flood-clients 4 --write BENCHMARKS.md
 
 Renders use the real engine (`engine.render.render`) with the instant
-`analytic` model, so the numbers are about the bridge, not the model.
+`analytic` model, so the numbers are about the bridge, not the model. The
+daemon runs with a token (as it must off loopback); OSC clients resend a render
+(same id) when no `/segue/accepted` comes back within a second, as
+bridge/PROTOCOL.md tells them to. Before the load, `--flood-clients` clients
+without the token each send renders of 3 x 200 MB PCM frames at once, and the
+daemon's peak RSS (VmHWM) is read before and after.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from pedalboard.io import AudioFile
 from pythonosc.osc_packet import OscPacket
 
 from _common import ROOT as REPO  # noqa: E402  (the checkout on sys.path: bench/_common.py)
+
+TOKEN = "bench-bridge-load-shared-secret"
 
 from bridge import protocol  # noqa: E402
 from bridge.osc_server import build  # noqa: E402
@@ -65,7 +72,7 @@ class Daemon:
 
     def start(self, extra: tuple[str, ...] = ()) -> "Daemon":
         ready = self.root / "ready.json"
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO), SEGUE_TOKEN=TOKEN)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.serve", "--zmq", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
              "--osc-port", "0", "--state-dir", str(self.root / "state"), "--output-dir", str(self.root / "out"),
@@ -79,6 +86,15 @@ class Daemon:
             time.sleep(0.05)
         self.info = json.loads(ready.read_text())
         return self
+
+    def memory_kib(self) -> dict[str, int]:
+        """The daemon process's VmRSS and VmHWM (peak RSS) in KiB (its worker is a separate process)."""
+        out = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:  # type: ignore[union-attr]
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+        return out
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -99,6 +115,7 @@ class LoadReport:
     received_to_accepted_ms: list[float]
     received_to_started_ms: list[float]
     problems: list[str]
+    osc_resends: int = 0
 
     @property
     def requests_per_s(self) -> float:
@@ -106,7 +123,7 @@ class LoadReport:
 
 
 def _zmq_client(endpoint: str, clip: str, ids: list[str], seeds: list[int], out: dict, rtts: list[float],
-                ctx: zmq.Context) -> None:
+                ctx: zmq.Context, token: Optional[str] = None) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 120000)
@@ -114,14 +131,14 @@ def _zmq_client(endpoint: str, clip: str, ids: list[str], seeds: list[int], out:
     try:
         for job_id, seed in zip(ids, seeds):
             t0 = time.perf_counter()
-            sock.send_multipart(protocol.encode_render(render_params(clip, seed), mid=job_id))
+            sock.send_multipart(protocol.encode_render(render_params(clip, seed), mid=job_id, token=token))
             acc = json.loads(sock.recv())
             rtts.append((time.perf_counter() - t0) * 1000)
             if acc.get("type") != "accepted":
                 out.setdefault(job_id, []).append(("refused", acc))
         for job_id in ids:
             while True:
-                sock.send_multipart(protocol.encode_request("wait", mid=job_id, timeout_s=60))
+                sock.send_multipart(protocol.encode_request("wait", mid=job_id, timeout_s=60, token=token))
                 r = json.loads(sock.recv())
                 if r["type"] in ("done", "error"):
                     out.setdefault(job_id, []).append((r["type"], r))
@@ -130,28 +147,51 @@ def _zmq_client(endpoint: str, clip: str, ids: list[str], seeds: list[int], out:
         sock.close()
 
 
+OSC_RETRY_S = 1.0   # resend a render (same id) when no /segue/accepted came back this long after sending it
+
+
 def _osc_client(address: tuple, clip: str, ids: list[str], seeds: list[int], out: dict, timeout_s: float,
-                lock: threading.Lock) -> None:
+                lock: threading.Lock, token: Optional[str] = None, resends: Optional[list] = None) -> None:
+    """Send every render at once; resend those not yet accepted after OSC_RETRY_S; collect final answers.
+
+    A final answer that arrives again because of a resend (the daemon answers a repeated id of an
+    ended job again) is counted once: retrying is the client's side of "answered exactly once"."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    sock.settimeout(0.5)
-    for job_id, seed in zip(ids, seeds):
-        sock.sendto(build("/segue/infill", clip, 0.4, 0.6, "model=analytic", "steps=2", "context=0.2", "span=region",
-                          f"seed={seed}", f"id={job_id}", f"reply_port={port}"), address)
-    pending = set(ids)
+    sock.settimeout(0.1)
+    extra = [f"token={token}"] if token else []
+    messages = {job_id: build("/segue/infill", clip, 0.4, 0.6, "model=analytic", "steps=2", "context=0.2",
+                              "span=region", f"seed={seed}", f"id={job_id}", f"reply_port={port}", *extra)
+                for job_id, seed in zip(ids, seeds)}
+    sent_at = {}
+    for job_id in ids:
+        sock.sendto(messages[job_id], address)
+        sent_at[job_id] = time.monotonic()
+    unaccepted, pending, finished = set(ids), set(ids), set()
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
+        now = time.monotonic()
+        for job_id in [j for j in unaccepted if now - sent_at[j] > OSC_RETRY_S]:
+            sock.sendto(messages[job_id], address)
+            sent_at[job_id] = now
+            if resends is not None:
+                resends.append(job_id)
         try:
             data, _ = sock.recvfrom(65536)
         except socket.timeout:
             continue
         for m in OscPacket(data).messages:
             addr, params = m.message.address, list(m.message.params)
-            if addr in ("/segue/done", "/segue/error"):
-                with lock:
-                    out.setdefault(params[0], []).append((addr.rsplit("/", 1)[1], params))
+            if addr == "/segue/accepted":
+                unaccepted.discard(params[0])
+            elif addr in ("/segue/done", "/segue/error"):
+                unaccepted.discard(params[0])
+                if params[0] not in finished:
+                    with lock:
+                        out.setdefault(params[0], []).append((addr.rsplit("/", 1)[1], params))
+                    finished.add(params[0])
                 pending.discard(params[0])
     # linger briefly so a duplicate final answer would be seen
     end = time.monotonic() + 0.5
@@ -161,7 +201,7 @@ def _osc_client(address: tuple, clip: str, ids: list[str], seeds: list[int], out
         except socket.timeout:
             continue
         for m in OscPacket(data).messages:
-            if m.message.address in ("/segue/done", "/segue/error"):
+            if m.message.address in ("/segue/done", "/segue/error") and m.message.params[0] not in finished:
                 with lock:
                     out.setdefault(m.message.params[0], []).append(("late", m.message.params))
     sock.close()
@@ -183,18 +223,18 @@ def _pub_monitor(events: str, ctx: zmq.Context, counts: Counter, stop: threading
     sub.close()
 
 
-def job_summaries(endpoint: str, ctx: zmq.Context, limit: int) -> dict[str, dict]:
+def job_summaries(endpoint: str, ctx: zmq.Context, limit: int, token: Optional[str] = None) -> dict[str, dict]:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.RCVTIMEO, 30000)
     sock.connect(endpoint)
-    sock.send_multipart(protocol.encode_request("jobs", limit=limit))
+    sock.send_multipart(protocol.encode_request("jobs", limit=limit, token=token))
     reply = json.loads(sock.recv())
     sock.close()
     return {j["job"]: j for j in reply["jobs"]}
 
 
 def run_load(info: dict, clip: str, *, zmq_clients: int, osc_clients: int, per_client: int,
-             tag: str = "load", timeout_s: float = 300.0) -> LoadReport:
+             tag: str = "load", timeout_s: float = 300.0, token: Optional[str] = None) -> LoadReport:
     """Fire all clients at once; return what came back and the daemon's own timings."""
     ctx = zmq.Context()
     finals: dict[str, list] = {}
@@ -206,19 +246,20 @@ def run_load(info: dict, clip: str, *, zmq_clients: int, osc_clients: int, per_c
     monitor.start()
     ready.wait(10)
     threads = []
+    resends: list[str] = []
     zmq_ids, osc_ids = [], []
     for c in range(zmq_clients):
         ids = [f"{tag}-z{c}-{i}" for i in range(per_client)]
         zmq_ids += ids
         threads.append(threading.Thread(target=_zmq_client, args=(info["zmq"], clip, ids,
                                                                    [c * 1000 + i for i in range(per_client)],
-                                                                   finals, rtts, ctx)))
+                                                                   finals, rtts, ctx, token)))
     for c in range(osc_clients):
         ids = [f"{tag}-o{c}-{i}" for i in range(per_client)]
         osc_ids += ids
         threads.append(threading.Thread(target=_osc_client, args=(tuple(info["osc"]), clip, ids,
                                                                    [500000 + c * 1000 + i for i in range(per_client)],
-                                                                   finals, timeout_s, lock)))
+                                                                   finals, timeout_s, lock, token, resends)))
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -229,7 +270,7 @@ def run_load(info: dict, clip: str, *, zmq_clients: int, osc_clients: int, per_c
     stop.set()
     monitor.join(5)
     all_ids = zmq_ids + osc_ids
-    jobs = job_summaries(info["zmq"], ctx, limit=len(all_ids) + 1000)
+    jobs = job_summaries(info["zmq"], ctx, limit=len(all_ids) + 1000, token=token)
     ctx.term()
 
     problems = []
@@ -246,10 +287,78 @@ def run_load(info: dict, clip: str, *, zmq_clients: int, osc_clients: int, per_c
     recv_start = [1000 * (jobs[i]["started_at"] - jobs[i]["received_at"]) for i in all_ids
                   if i in jobs and jobs[i]["started_at"]]
     return LoadReport(len(all_ids), len(zmq_ids), len(osc_ids), wall, finals_count, pub_counts, outcomes, rtts,
-                      recv_acc, recv_start, problems)
+                      recv_acc, recv_start, problems, len(resends))
 
 
-def idle_overhead(info: dict, clip: str, n: int, tag: str = "idle") -> tuple[list[float], list[float]]:
+@dataclass
+class FloodReport:
+    clients: int
+    messages: int
+    frame_bytes: int
+    answers: Counter
+    hwm_before_kib: int
+    hwm_after_kib: int
+    rss_after_kib: int
+    health_after: bool
+
+
+def pcm_flood(daemon: "Daemon", *, clients: int, messages: int = 1, frames: int = 3,
+              frame_bytes: int = 200 * 1000 * 1000) -> FloodReport:
+    """Clients without the token each send `messages` renders of `frames` PCM frames at once.
+
+    One buffer of `frame_bytes` is shared by every frame and sent without a copy, so the bench
+    itself stays small; the daemon's peak RSS (VmHWM) is read before and after."""
+    info = daemon.info
+    before = daemon.memory_kib()
+    samples = frame_bytes // 8  # stereo float32
+    buf = np.zeros(frame_bytes, dtype=np.uint8)
+    header = protocol.encode({"v": 1, "type": "render", "id": "flood", "params": {
+        "task": "infill", "audio": {"frame": 0}, "start_s": 1.0, "end_s": 2.0, "model": "analytic"},
+        "frames": [{"shape": [2, samples], "sample_rate": 44100, "dtype": "float32"}] * frames})
+    ctx = zmq.Context()
+    answers: Counter = Counter()
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 120000)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.connect(info["zmq"])
+        for _ in range(messages):
+            sock.send_multipart([header] + [memoryview(buf)] * frames, copy=False)
+        for _ in range(messages):
+            try:
+                r = json.loads(sock.recv())
+                code = r.get("error", {}).get("code", r["type"])
+            except zmq.Again:
+                code = "no answer"
+            with lock:
+                answers[code] += 1
+        sock.close()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    time.sleep(1.0)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 10000)
+    sock.connect(info["zmq"])
+    sock.send_multipart(protocol.encode_request("health", token=TOKEN))
+    try:
+        healthy = json.loads(sock.recv())["type"] == "health"
+    except zmq.Again:
+        healthy = False
+    sock.close()
+    ctx.term()
+    after = daemon.memory_kib()
+    return FloodReport(clients, clients * messages, frame_bytes, answers, before["VmHWM"], after["VmHWM"],
+                       after["VmRSS"], healthy)
+
+
+def idle_overhead(info: dict, clip: str, n: int, tag: str = "idle",
+                  token: Optional[str] = None) -> tuple[list[float], list[float]]:
     """(received -> started, client submit round trip), in ms, for requests sent one at a time to an idle daemon."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -259,14 +368,14 @@ def idle_overhead(info: dict, clip: str, n: int, tag: str = "idle") -> tuple[lis
     for i in range(n):
         job_id = f"{tag}-{i}"
         t0 = time.perf_counter()
-        sock.send_multipart(protocol.encode_render(render_params(clip, 900000 + i), mid=job_id))
+        sock.send_multipart(protocol.encode_render(render_params(clip, 900000 + i), mid=job_id, token=token))
         sock.recv()
         rtts.append((time.perf_counter() - t0) * 1000)
-        sock.send_multipart(protocol.encode_request("wait", mid=job_id, timeout_s=60))
+        sock.send_multipart(protocol.encode_request("wait", mid=job_id, timeout_s=60, token=token))
         sock.recv()
         ids.append(job_id)
     sock.close()
-    jobs = job_summaries(info["zmq"], ctx, limit=n + 10)
+    jobs = job_summaries(info["zmq"], ctx, limit=n + 10, token=token)
     ctx.term()
     return [1000 * (jobs[i]["started_at"] - jobs[i]["received_at"]) for i in ids], rtts
 
@@ -275,20 +384,38 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def markdown(report: LoadReport, idle: list[float], idle_rtt: list[float], args: argparse.Namespace) -> str:
+def markdown(report: LoadReport, idle: list[float], idle_rtt: list[float], args: argparse.Namespace,
+             flood: Optional[FloodReport] = None) -> str:
     r = report
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     lines = [
         "## Bridge",
         "",
         f"Produced by `python bench/bridge_load.py --zmq-clients {args.zmq_clients} --osc-clients {args.osc_clients} "
-        f"--requests {args.requests} --idle {args.idle}` on {platform.machine()} with {os.cpu_count()} CPU core(s) "
+        f"--requests {args.requests} --idle {args.idle} --flood-clients {args.flood_clients} --flood-messages "
+        f"{args.flood_messages} --flood-mb {args.flood_mb:g}` on {platform.machine()} with {os.cpu_count()} CPU core(s) and {mem:.0f} GiB of "
+        f"memory, Linux {platform.release()} "
         f"({time.strftime('%Y-%m-%d')}; load average {args.load_before:.1f} when it started, the cores being shared), "
-        "daemon worker on CPU with 1 torch thread; every job is a real "
+        "daemon worker on CPU with 1 torch thread, the daemon started with a token; every job is a real "
         "`engine.render.render` call with the instant `analytic` model (2 steps, 0.2 s region of a 1 s clip), "
         "so these are bridge + queue numbers, not model speed.",
         "",
+    ]
+    if flood is not None:
+        f = flood
+        lines += [
+            f"- Unauthenticated PCM flood (before the load): {f.clients} ZeroMQ clients without the token sent "
+            f"{f.messages} render(s) of 3 x {f.frame_bytes / 1e6:.0f} MB PCM frames at once. Answers: "
+            f"{dict(f.answers)}. Daemon peak RSS (VmHWM) {f.hwm_before_kib / 1024:.0f} MiB before, "
+            f"{f.hwm_after_kib / 1024:.0f} MiB after; RSS {f.rss_after_kib / 1024:.0f} MiB a second after the flood; "
+            f"health answered afterwards: {'yes' if f.health_after else 'NO'}. The frames are refused on the "
+            "token before any PCM is read; what the peak holds is libzmq assembling whole multipart messages "
+            "before it delivers them (see the threat model in bridge/PROTOCOL.md).",
+        ]
+    lines += [
         f"- Load: {r.requests} requests from {args.zmq_clients} ZeroMQ DEALER clients and {args.osc_clients} OSC "
-        f"clients ({args.requests} each), all at once. Outcomes: {dict(r.outcomes)}.",
+        f"clients ({args.requests} each), all at once. Outcomes: {dict(r.outcomes)}. OSC clients resent "
+        f"{r.osc_resends} render(s) (same id) after {OSC_RETRY_S:g} s without `/segue/accepted`.",
         f"- Exactly one final answer per request: "
         f"{'yes' if not r.problems else 'NO'} ({sum(1 for v in r.finals.values() if v == 1)}/{r.requests} on the "
         f"request channel, {sum(1 for i in r.finals if r.pub_finals[i] == 1)}/{r.requests} on PUB; "
@@ -333,6 +460,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--osc-clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=10, help="requests per client")
     p.add_argument("--idle", type=int, default=30, help="sequential requests for the idle-latency figure")
+    p.add_argument("--flood-clients", type=int, default=4, help="unauthenticated clients sending 3 x 200 MB PCM")
+    p.add_argument("--flood-messages", type=int, default=1, help="renders each flood client sends at once")
+    p.add_argument("--flood-mb", type=float, default=200.0, help="MB per PCM frame of the flood (default 200)")
     p.add_argument("--write", type=Path, help="update the ## Bridge section of this markdown file")
     args = p.parse_args(argv)
     args.load_before = os.getloadavg()[0]
@@ -341,14 +471,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     clip = str(write_clip(root / "in" / "clip.wav"))
     daemon = Daemon(root).start()
     try:
-        idle_overhead(daemon.info, clip, 3, tag="warmup")  # warm up: model load, first imports
-        idle, idle_rtt = idle_overhead(daemon.info, clip, args.idle)
+        idle_overhead(daemon.info, clip, 3, tag="warmup", token=TOKEN)  # warm up: model load, first imports
+        flood = (pcm_flood(daemon, clients=args.flood_clients, messages=args.flood_messages,
+                           frame_bytes=int(args.flood_mb * 1e6) // 8 * 8)
+                 if args.flood_clients else None)
+        idle, idle_rtt = idle_overhead(daemon.info, clip, args.idle, token=TOKEN)
         report = run_load(daemon.info, clip, zmq_clients=args.zmq_clients, osc_clients=args.osc_clients,
-                          per_client=args.requests)
+                          per_client=args.requests, token=TOKEN)
     finally:
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)
-    section = markdown(report, idle, idle_rtt, args)
+    section = markdown(report, idle, idle_rtt, args, flood)
     print(section)
     for problem in report.problems[:20]:
         print("PROBLEM:", problem, file=sys.stderr)
