@@ -6,6 +6,12 @@ while they have attempts left and otherwise failed with `interrupted`, so no
 accepted job is silently dropped. In-memory PCM from ZeroMQ is spooled to
 `.npy` files beside the database (fsynced, renamed into place) and deleted when
 the job reaches a final state.
+
+At start the database's integrity is checked, and its highest job number is
+compared with a high-water mark kept beside it (`jobs.highwater`): a corrupt
+database, or one that lost jobs (a zero-length file, a WAL lost after SIGKILL),
+is copied aside and refused with a message naming it, never silently replaced by
+an empty one.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -27,6 +34,8 @@ from engine.request import PCMAudio, RenderRequest, request_from_mapping
 from .protocol import DUPLICATE_ID, INTERRUPTED, STORAGE_FULL
 
 FINAL_STATES = ("done", "failed", "cancelled")
+DB_NAME = "jobs.sqlite3"
+HIGHWATER_NAME = "jobs.highwater"   # the highest job number ever recorded, to notice a database that lost jobs
 STATES = ("queued", "running") + FINAL_STATES
 
 _SCHEMA = """
@@ -49,6 +58,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
+
+
+class StoreDamaged(ValueError):
+    """The job database is corrupt or has lost jobs; the daemon refuses to start on it."""
 
 
 @dataclass
@@ -95,13 +108,56 @@ class JobStore:
         self.spool_dir = os.path.join(self.state_dir, "spool")
         os.makedirs(self.spool_dir, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(os.path.join(self.state_dir, "jobs.sqlite3"), check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        self.path = os.path.join(self.state_dir, DB_NAME)
+        self._highwater_path = os.path.join(self.state_dir, HIGHWATER_NAME)
+        seen = self._read_highwater()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else 'no answer'}")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as e:
+            copy = self._keep_copy()
+            raise StoreDamaged(f"the job database {self.path} is damaged ({e}); a copy is kept at {copy}. Move "
+                               f"{self.state_dir} away to start with an empty history") from None
         self._seq = int(row[0])
+        if self._seq > seen:  # a database from before the high-water mark existed
+            self._write_highwater()
+        if self._seq < seen:  # e.g. a zero-length file, or a WAL lost after SIGKILL: never start empty over it
+            self._db.close()
+            copy = self._keep_copy()
+            raise StoreDamaged(f"the job database {self.path} ends at job #{self._seq}, but #{seen} were recorded "
+                               f"(it was truncated, replaced, or its -wal file was lost); a copy is kept at {copy}. "
+                               f"Restore the file, or move {self.state_dir} away to start with an empty history")
+
+    def _read_highwater(self) -> int:
+        try:
+            with open(self._highwater_path) as f:
+                return int(f.read().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError):
+            return 0
+
+    def _write_highwater(self) -> None:
+        """Remember how many jobs were ever recorded (not fsynced: it must survive a kill, not a power cut)."""
+        tmp = self._highwater_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(self._seq))
+        os.replace(tmp, self._highwater_path)
+
+    def _keep_copy(self) -> str:
+        """Copy the database (and its -wal/-shm files) aside before anything touches it again."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        copy = f"{self.path}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                shutil.copy2(self.path + suffix, copy + suffix)
+        return copy
 
     def close(self) -> None:
         with self._lock:
@@ -129,6 +185,7 @@ class JobStore:
                     (job_id, self._seq, json.dumps(stored), digest, json.dumps(origin), timeout_s, received_at,
                      time.time()))
                 kept = True
+                self._write_highwater()
                 return self._get(job_id), True  # type: ignore[return-value]
         finally:
             if not kept:  # spool files of a refused or repeated job must not linger
