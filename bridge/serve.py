@@ -41,6 +41,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "$SEGUE_TOKEN")
     parser.add_argument("--token-file", default=None, metavar="PATH",
                         help="read the shared secret from this file (its first line)")
+    parser.add_argument("--curve-dir", default=None, metavar="DIR",
+                        help="turn on ZeroMQ CURVE (authenticated, encrypted) on both sockets with the keys "
+                             "`segue keys DIR` made; only clients whose key is in DIR/clients can connect")
     parser.add_argument("--model-root", action="append", default=None, metavar="DIR",
                         help="a folder under which clients may name model folders (`stable-audio:/DIR/x`); "
                              "repeatable (default %s)" % _default_dir("XDG_DATA_HOME", ".local/share", "models"))
@@ -127,6 +130,10 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         devices = check_devices(args.device)
         token = read_token(args)
+        curve = None
+        if getattr(args, "curve_dir", None):
+            from .keys import load_server_keys
+            curve = load_server_keys(args.curve_dir)
     except ValueError as e:
         log.error("cannot start: %s", e)
         return 2
@@ -142,7 +149,7 @@ def serve_main(args: argparse.Namespace) -> int:
     os.makedirs(config.state_dir, exist_ok=True)
     try:
         manager = JobManager(config)
-        zmq_server = ZmqServer(manager, endpoint=args.zmq, events=args.events, token=token)
+        zmq_server = ZmqServer(manager, endpoint=args.zmq, events=args.events, token=token, curve=curve)
         osc_server = (OscServer(manager, host=args.osc_host, port=args.osc_port, token=token)
                       if args.osc_port >= 0 else None)
     except (ValueError, OSError) as e:

@@ -68,27 +68,40 @@ class ZmqServer:
 
     def __init__(self, manager: JobManager, *, endpoint: str = DEFAULT_ENDPOINT, events: str = DEFAULT_EVENTS,
                  token: Optional[str] = None, limits: Optional[Limits] = None,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[zmq.Context] = None, curve: Optional[Any] = None) -> None:
+        """`curve` (a `bridge.keys.ServerKeys`) turns on CURVE on both sockets: only clients whose
+        public key is in its clients folder can connect, and the traffic is encrypted."""
         if token is not None and not token:
             raise ValueError("the token is empty; give a real secret or none (loopback only)")
         for ep in (endpoint, events):
-            if token is None and not is_loopback_endpoint(ep):
-                raise ValueError(f"{ep} is not a loopback address; a shared-secret token is required to bind it")
+            if token is None and curve is None and not is_loopback_endpoint(ep):
+                raise ValueError(f"{ep} is not a loopback address; a shared-secret token (or --curve-dir) is "
+                                 f"required to bind it")
         self.manager = manager
         self.token = token
         self.limits = limits or manager.config.limits
         self.ctx = context or zmq.Context.instance()
+        self._auth = None
+        if curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+            self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("segue.zmq.auth"))
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=curve.clients_dir)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes)  # libzmq drops larger frames unread
         self.router.setsockopt(zmq.LINGER, 1000)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 1000)
         for sock, ep in ((self.router, endpoint), (self.pub, events)):
+            if curve is not None:
+                sock.curve_secretkey, sock.curve_publickey, sock.curve_server = curve.secret, curve.public, True
             try:
                 sock.bind(ep)
             except zmq.ZMQError as e:  # a port in use, IPv6 disabled, a bad address: one line, not a traceback
                 self.router.close(0)
                 self.pub.close(0)
+                if self._auth is not None:
+                    self._auth.stop()
                 raise OSError(f"cannot bind {ep}: {e}") from None
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.events_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -158,6 +171,8 @@ class ZmqServer:
         self._drain_outbox()
         self.router.close()
         self.pub.close()
+        if self._auth is not None:
+            self._auth.stop()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
