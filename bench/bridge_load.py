@@ -380,6 +380,16 @@ def idle_overhead(info: dict, clip: str, n: int, tag: str = "idle",
     return [1000 * (jobs[i]["started_at"] - jobs[i]["received_at"]) for i in ids], rtts
 
 
+def udp_rcvbuf_errors() -> Optional[int]:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (Linux), or None."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -415,7 +425,9 @@ def markdown(report: LoadReport, idle: list[float], idle_rtt: list[float], args:
     lines += [
         f"- Load: {r.requests} requests from {args.zmq_clients} ZeroMQ DEALER clients and {args.osc_clients} OSC "
         f"clients ({args.requests} each), all at once. Outcomes: {dict(r.outcomes)}. OSC clients resent "
-        f"{r.osc_resends} render(s) (same id) after {OSC_RETRY_S:g} s without `/segue/accepted`.",
+        f"{r.osc_resends} render(s) (same id) after {OSC_RETRY_S:g} s without `/segue/accepted`; the kernel "
+        f"dropped {getattr(args, 'udp_drops', None)} UDP datagram(s) for a full receive buffer meanwhile "
+        f"(`UdpRcvbufErrors`, all sockets of the machine).",
         f"- Exactly one final answer per request: "
         f"{'yes' if not r.problems else 'NO'} ({sum(1 for v in r.finals.values() if v == 1)}/{r.requests} on the "
         f"request channel, {sum(1 for i in r.finals if r.pub_finals[i] == 1)}/{r.requests} on PUB; "
@@ -476,8 +488,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                            frame_bytes=int(args.flood_mb * 1e6) // 8 * 8)
                  if args.flood_clients else None)
         idle, idle_rtt = idle_overhead(daemon.info, clip, args.idle, token=TOKEN)
+        drops_before = udp_rcvbuf_errors()
         report = run_load(daemon.info, clip, zmq_clients=args.zmq_clients, osc_clients=args.osc_clients,
                           per_client=args.requests, token=TOKEN)
+        drops_after = udp_rcvbuf_errors()
+        args.udp_drops = (drops_after - drops_before) if drops_before is not None and drops_after is not None \
+            else None
     finally:
         daemon.stop()
         shutil.rmtree(root, ignore_errors=True)

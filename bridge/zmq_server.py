@@ -38,7 +38,7 @@ log = logging.getLogger("segue.zmq")
 
 MAX_WAIT_S = 3600.0
 PCM_THREADS = 2                         # renders with PCM decoded and spooled at once
-MAX_PCM_IN_FLIGHT = 1024 * 1024 * 1024  # PCM bytes handed to the pool and not yet recorded; beyond: queue_full
+MAX_PCM_IN_FLIGHT = 2 * 1024 ** 3  # PCM bytes handed to the pool, not yet recorded (two full-size jobs); beyond: queue_full
 
 
 def _release_memory() -> None:
