@@ -61,6 +61,9 @@ class PathPolicy:
         kind, sep, folder = name.partition(":")
         if not sep or not folder:
             return name
+        from engine.models.base import available_models
+        if name in available_models():  # a registered name that happens to hold a colon, not a folder
+            return name
         self._check_text(folder, f"the folder of model {kind!r}")
         real = _real(folder)
         if not any(_inside(real, r) for r in self.model_roots):
