@@ -107,3 +107,11 @@ def test_curve_allows_binding_beyond_loopback_and_keys_are_checked_at_start(tmp_
     finally:
         manager.close()
         ctx.term()
+
+
+def test_serve_refuses_a_curve_dir_without_keys_with_exit_status_2(tmp_path):
+    from bridge import serve
+    assert serve.main(["--state-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out"),
+                       "--allow-root", str(tmp_path), "--osc-port", "-1", "--device", "cpu",
+                       "--zmq", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
+                       "--curve-dir", str(tmp_path / "no-keys")]) == 2
