@@ -227,3 +227,14 @@ def test_the_cli_says_when_the_prior_fell_back(tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err
     assert "the retrieval prior was not used (the context around the region is silent); used a plain crossfade" in err
+
+
+def test_seams_keep_their_loudness_for_correlated_and_unrelated_material():
+    from engine.prior.edits import matched_crossfade
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 4410)).astype(np.float32)
+    for b in (a.copy(), rng.standard_normal((2, 4410)).astype(np.float32)):   # in phase, unrelated
+        mid = matched_crossfade(a, b)[:, 1800:2600]
+        level = 10 * np.log10(np.mean(mid ** 2) / np.mean(a ** 2))
+        assert abs(level) < 0.5

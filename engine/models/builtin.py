@@ -29,6 +29,8 @@ DEFAULT_STEPS = 32
 DEFAULT_PRIOR = "similarity"
 DEFAULT_REFINE_STRENGTH = 0.1
 DEFAULT_REFINE_SPAN = "seams"
+# Transitions: refining the crossfade cost 0.6 dB of level on average and gained nothing measured.
+REFINE_STRENGTH_BY_TASK = {"transition": 0.0}
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
@@ -57,6 +59,7 @@ def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
                  default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,
                  default_prior=DEFAULT_PRIOR, default_refine_strength=DEFAULT_REFINE_STRENGTH,
                  default_refine_span=DEFAULT_REFINE_SPAN, prior_fallback="crossfade",
+                 refine_strength_by_task=dict(REFINE_STRENGTH_BY_TASK),
                  refiner=lambda d: JensenCapped(d, bins=transform.bins),
                  info={"weights": str(weights), "training": meta.get("training", {}),
                        "parameters": sum(p.numel() for p in net.parameters())})

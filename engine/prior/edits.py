@@ -146,10 +146,31 @@ def infill_prior(sources: list[Source], start: int, stop: int, *, context_s: flo
     return timeline, info
 
 
+def matched_crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Crossfade `a` into `b` (channels, n) at constant loudness whatever their correlation.
+
+    The prior aligns its copies in phase, so the two sides of a seam are often strongly
+    correlated, where an equal-power fade swells by up to 3 dB mid-way and a linear one
+    is right; for unrelated material it is the other way round. Linear ramps divided by
+    sqrt(fo^2 + fi^2 + 2 rho fo fi), with rho the two sides' correlation over the seam,
+    keep the expected power flat for any rho in [0, 1].
+    """
+    n = a.shape[-1]
+    if n == 0:
+        return a.copy()
+    da, db = a.astype(np.float64), b.astype(np.float64)
+    rho = float(np.sum(da * db) / (np.sqrt(np.sum(da ** 2) * np.sum(db ** 2)) + 1e-20))
+    rho = min(max(rho, 0.0), 1.0)
+    u = (np.arange(n) + 0.5) / n
+    fo, fi = 1.0 - u, u
+    g = 1.0 / np.sqrt(fo ** 2 + fi ** 2 + 2 * rho * fo * fi)
+    return ((da * fo + db * fi) * g).astype(np.float32)
+
+
 def _spliced(a: np.ndarray, fill: np.ndarray, start: int, stop: int, seam: int) -> np.ndarray:
     """`fill` for [start, stop), with equal-power seams inside the region (it replaces exactly that region).
 
-    A seam fades from the region's own audio only where that audio is there: over a
+    A seam fades (`matched_crossfade`) from the region's own audio only where that audio is there: over a
     dropout (silence) the sample-aligned fill starts directly, since fading in from
     silence would leave a hole at each edge.
     """
@@ -157,9 +178,9 @@ def _spliced(a: np.ndarray, fill: np.ndarray, start: int, stop: int, seam: int) 
     seam = min(seam, (stop - start) // 2)
     if seam > 0:
         if not _is_silent(a[:, start:start + seam]):
-            region[:, :seam] = crossfade(a[:, start:start + seam], region[:, :seam])
+            region[:, :seam] = matched_crossfade(a[:, start:start + seam], region[:, :seam])
         if not _is_silent(a[:, stop - seam:stop]):
-            region[:, -seam:] = crossfade(region[:, -seam:], a[:, stop - seam:stop])
+            region[:, -seam:] = matched_crossfade(region[:, -seam:], a[:, stop - seam:stop])
     return region
 
 
@@ -226,7 +247,7 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
         # target; at the cut itself there is none, and the sample-aligned target follows directly.
         cur_end = cut if si == 0 else cur.audio.shape[1]
         if seam > 0 and q + seam <= cur_end and piece.shape[1] >= seam:
-            piece[:, :seam] = crossfade(cur.audio[:, q:q + seam], piece[:, :seam])
+            piece[:, :seam] = matched_crossfade(cur.audio[:, q:q + seam], piece[:, :seam])
         pieces.append(piece[:, :min(take, need)] if take > need else piece)
         made += min(take, need)
         si, q = c.source, p + min(take, need)
