@@ -276,10 +276,10 @@ def continuation_task(w: Window, methods: list[EngineMethod], args) -> tuple[dic
                        ("crossfade", np.tile(x[:, :cut], (1, reps))[:, :n]),
                        ("similarity", similarity_fill(w, cut, total, need_after=False)),
                        ("similarity (past)", similarity_fill(w, cut, total, need_after=False, end_by=w.start + cut))):
-        gen = x.copy()
-        gen[:, cut:] = fill
+        # A continuation cannot see past the cut, so neither may its baselines: the fill starts
+        # at the cut directly, as the engine's does (a splice would fade from the true future).
         edited = x.copy()
-        edited[:, cut:] = splice(x, gen, cut, total, seam)
+        edited[:, cut:] = fill
         out[name] = edited
     track = w.track_audio[:, :w.start + cut]
     silent = np.concatenate([track, np.zeros((2, n), np.float32)], axis=1)

@@ -25,12 +25,14 @@ TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corp
 # Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
 DEFAULT_GUIDANCE_SCALE = 3e-2
 DEFAULT_STEPS = 32
-# The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Retrieval prior").
+# The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Quality of the
+# default engine").
 DEFAULT_PRIOR = "similarity"
 DEFAULT_REFINE_STRENGTH = 0.1
 DEFAULT_REFINE_SPAN = "seams"
-# Transitions: refining the crossfade cost 0.6 dB of level on average and gained nothing measured.
-REFINE_STRENGTH_BY_TASK = {"transition": 0.0}
+# Measured exceptions (BENCHMARKS.md): refining a transition's crossfade cost 0.6 dB of level on
+# average and gained nothing; refining a continuation's jumps roughened its seams (flux 0.81 -> 0.87).
+REFINE_STRENGTH_BY_TASK = {"transition": 0.0, "continue": 0.0}
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:

@@ -26,6 +26,23 @@ from .analysis import Analysis, analyse
 from .search import Candidate, align_to_sample, search_span
 
 SILENCE_DB = -70.0
+LEVEL_CONTEXT_S = 0.5        # the surroundings whose loudness a copy is matched to
+MAX_LEVEL_GAIN_DB = 3.0
+
+
+def level_match_gain(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The gain that makes a copy's surroundings as loud as the region's (within +-3 dB).
+
+    Each pair is (the region's surroundings, the copy's at the same place). Where the
+    surroundings match in shape, a difference in level is the passage being played
+    louder or softer there, so the copy takes the region's level.
+    """
+    num = sum(float(np.mean(t.astype(np.float64) ** 2)) for t, c in pairs if t.size and c.size)
+    den = sum(float(np.mean(c.astype(np.float64) ** 2)) for t, c in pairs if t.size and c.size)
+    if num <= 1e-12 or den <= 1e-12:
+        return 1.0
+    db = float(np.clip(10 * np.log10(num / den), -MAX_LEVEL_GAIN_DB, MAX_LEVEL_GAIN_DB))
+    return 10 ** (db / 20)
 
 
 @dataclass
@@ -138,8 +155,19 @@ def infill_prior(sources: list[Source], start: int, stop: int, *, context_s: flo
     if s0 < 0 or s0 + length > src.audio.shape[1]:
         off = c.offset
         s0 = start + off
+    ctx_n = int(LEVEL_CONTEXT_S * rate)
+    def trusted(lo: int, hi: int) -> bool:   # the region's own audio is not evidence of anything
+        return c.source != 0 or hi <= start or lo >= stop
+
+    pairs = []
+    if trusted(max(0, s0 - ctx_n), s0):
+        pairs.append((a[:, max(0, start - ctx_n):start], src.audio[:, max(0, s0 - ctx_n):s0]))
+    if trusted(s0 + length, s0 + length + ctx_n):
+        pairs.append((a[:, stop:stop + ctx_n], src.audio[:, s0 + length:s0 + length + ctx_n]))
+    gain = level_match_gain(pairs) if pairs else 1.0
     timeline = a.copy()
-    timeline[:, start:stop] = _spliced(a, src.audio[:, s0:s0 + length], start, stop, seam)
+    timeline[:, start:stop] = _spliced(a, src.audio[:, s0:s0 + length] * gain, start, stop, seam)
+    info.extra["gain_db"] = round(20 * np.log10(gain), 2)
     info.match_ratio = c.match_ratio
     info.segments.append(_segment(src, s0, length, start, rate))
     info.extra = {"score": c.score, "candidates": len(cands)}
@@ -241,6 +269,9 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
         take = min(end - p, need + seam)
         piece = src.audio[:, p:p + take].astype(np.float32)
         stream_end = cut + made
+        ctx_n = int(LEVEL_CONTEXT_S * rate)
+        gain = level_match_gain([(cur.audio[:, max(0, q - ctx_n):q], src.audio[:, max(0, p - ctx_n):p])])
+        piece *= gain
         info.segments.append(_segment(src, p, take, stream_end, rate))
         ratios.append(c.match_ratio)
         # Seam: where the current source goes on past q, its own continuation fades into the jump
@@ -350,6 +381,10 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
             if best is not None:
                 info.extra["join_score"] = best[0]
                 join_a, join_b = best[1], best[2]
+                shift = onset_phase_shift(an_a, join_a, an_b, join_b)
+                if jb_ok(join_b + shift):
+                    join_b += shift
+                    info.extra["phase_shift_ms"] = round(1000.0 * shift / rate, 2)
         else:
             info.fallback = "no beats near the requested join points; joined where asked"
     info.segments = [
@@ -358,6 +393,46 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
          "source_end_s": round(b_audio.shape[1] / rate, 6), "at_s": round(join_a / rate, 6)},
     ]
     return b, an_b, join_a, join_b, info
+
+
+def onset_phase_shift(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, span_s: float = 4.0) -> int:
+    """Samples to add to B's join so B's onsets fall where A's do, within half a beat.
+
+    Tracked beats can sit on the off-beat; the onsets themselves cannot. A's onset
+    envelope over the `span_s` before its join and B's over the `span_s` after its join
+    are each folded on A's beat period, and the circular cross-correlation of the two
+    folded patterns (peak interpolated to a fraction of a frame) gives B's phase lag.
+    """
+    if an_a.tempo_bpm is None:
+        return 0
+    hop = an_a.hop
+    period = 60.0 / an_a.tempo_bpm * an_a.sample_rate / hop           # frames
+    nb = max(4, int(np.ceil(period)))
+    span = int(span_s * an_a.sample_rate / hop)
+
+    def folded(onset: np.ndarray, ref: int, lo: int, hi: int) -> np.ndarray:
+        k = np.arange(max(0, lo), min(len(onset), hi))
+        out = np.zeros(nb)
+        if len(k) == 0:
+            return out
+        phase = np.mod(k - ref, period) / period * nb
+        np.add.at(out, np.minimum(phase.astype(int), nb - 1), onset[k])
+        return out - out.mean()
+
+    ja, jb = join_a / hop, join_b / hop
+    fa = folded(an_a.onset, ja, int(ja) - span, int(ja))
+    fb = folded(an_b.onset, jb, int(jb), int(jb) + span)
+    if not fa.any() or not fb.any():
+        return 0
+    c = np.real(np.fft.ifft(np.conj(np.fft.fft(fa)) * np.fft.fft(fb)))   # c[s] = sum fa[p] fb[p + s]
+    i = int(np.argmax(c))
+    y0, y1, y2 = c[(i - 1) % nb], c[i], c[(i + 1) % nb]
+    den = y0 - 2 * y1 + y2
+    frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5)) if den < 0 else 0.0
+    lag = (i + frac) / nb * period                                     # frames, in [0, period)
+    if lag > period / 2:
+        lag -= period
+    return int(round(lag * hop))
 
 
 def _frames(an: Analysis, start: int, stop: int) -> np.ndarray:
