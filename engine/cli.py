@@ -224,21 +224,28 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SECONDS = 16.0
+DEMO_REGION = (9.0, 11.0)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_clip
     from .audio_io import write_audio_atomic
     from .render import render
 
     src = os.path.splitext(args.output)[0] + ".input.wav"
-    write_audio_atomic(src, demo_clip(), 44100, bit_depth=24)
-    fields = {"task": "infill", "audio": (src,), "start_s": 2.0, "end_s": 4.0, "model": args.model,
-              "output": args.output}
+    # 16 s (two passes of its 8 s chord loop), so the retrieval prior has music to find the gap's in.
+    write_audio_atomic(src, demo_clip(DEMO_SECONDS), 44100, bit_depth=24)
+    fields = {"task": "infill", "audio": (src,), "start_s": DEMO_REGION[0], "end_s": DEMO_REGION[1],
+              "model": args.model, "output": args.output, "overwrite": True}   # the demo's own files
     if args.steps:
         fields["steps"] = args.steps
     request = request_from_mapping(fields)
     t0 = time.monotonic()
     result = render(request, progress=None if args.quiet else ProgressBar())
-    sys.stderr.write(f"infilled 2.0-4.0 s of {src} with model {result.model!r} in "
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+    sys.stderr.write(f"infilled {DEMO_REGION[0]:.1f}-{DEMO_REGION[1]:.1f} s of {src} with model {result.model!r} in "
                      f"{time.monotonic() - t0:.1f} s -> {result.path}\n")
     print(result.path)
     if args.play:

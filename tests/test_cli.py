@@ -70,5 +70,5 @@ def test_play_without_an_audio_device_is_a_message_not_a_crash(song, tmp_path):
 def test_demo_runs_end_to_end(tmp_path):
     r = segue("demo", "--model", "analytic", "--steps", "4", "-o", str(tmp_path / "demo.wav"), "-q")
     assert r.returncode == 0, r.stderr
-    assert load_audio(str(tmp_path / "demo.wav")).shape == (2, 6 * 44100)
+    assert load_audio(str(tmp_path / "demo.wav")).shape == (2, 16 * 44100)
     assert (tmp_path / "demo.input.wav").exists() and (tmp_path / "demo.json").exists()
