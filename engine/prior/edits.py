@@ -360,39 +360,75 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     half = xf // 2
     ja_ok = lambda j: half <= j <= a_src.audio.shape[1] - (xf - half)  # noqa: E731
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
+    zone = int(search_s * rate)
     if info.beat_tracked:
-        zone = int(search_s * rate)
         cand_a = [int(x) for x in an_a.beats if join_a - zone <= x <= join_a + rate // 4 and ja_ok(x)]
         cand_b = [int(x) for x in an_b.beats if join_b - rate // 4 <= x <= join_b + zone and jb_ok(x)]
-        if cand_a and cand_b:
-            best = None
-            for ja in cand_a:
-                fa = _frames(an_a, ja - half, ja + (xf - half))
-                for jb in cand_b:
-                    fb = _frames(an_b, jb - half, jb + (xf - half))
-                    n = min(len(fa), len(fb))
-                    if n == 0:
-                        continue
-                    d = float(np.mean((fa[:n] - fb[:n]) ** 2))
-                    # Prefer joins near the requested points: a tenth of unrelated material per search zone.
-                    d += 0.2 * (abs(ja - join_a) + abs(jb - join_b)) / max(zone, 1)
-                    if best is None or d < best[0]:
-                        best = (d, ja, jb)
-            if best is not None:
-                info.extra["join_score"] = best[0]
-                join_a, join_b = best[1], best[2]
-                shift = onset_phase_shift(an_a, join_a, an_b, join_b)
-                if jb_ok(join_b + shift):
-                    join_b += shift
-                    info.extra["phase_shift_ms"] = round(1000.0 * shift / rate, 2)
-        else:
-            info.fallback = "no beats near the requested join points; joined where asked"
+        if not (cand_a and cand_b):
+            info.fallback = "no beats near the requested join points; joins chosen frame by frame"
+    if not (info.beat_tracked and cand_a and cand_b):
+        # No common grid: joins on a tenth-of-a-second lattice, judged the same way.
+        step = rate // 10
+        cand_a = [j for j in range(join_a, join_a - zone - 1, -step) if ja_ok(j)] or [join_a]
+        cand_b = [j for j in range(join_b, join_b + zone + 1, step) if jb_ok(j)] or [join_b]
+    best = None
+    for ja in cand_a:
+        fa = _frames(an_a, ja - half, ja + (xf - half))
+        for jb in cand_b:
+            fb = _frames(an_b, jb - half, jb + (xf - half))
+            n = min(len(fa), len(fb))
+            if n == 0:
+                continue
+            d = float(np.mean((fa[:n] - fb[:n]) ** 2))
+            # Prefer joins near the requested points: a tenth of unrelated material per search zone.
+            d += 0.2 * (abs(ja - join_a) + abs(jb - join_b)) / max(zone, 1)
+            # A transition must not sag against the material either side of it (nor swell much).
+            dip = crossfade_dip_db(an_a, ja, an_b, jb, xf)
+            d += DIP_PENALTY * (max(0.0, dip - 0.5) + max(0.0, -dip - 2.0))
+            if best is None or d < best[0]:
+                best = (d, ja, jb)
+    if best is not None:
+        info.extra["join_score"] = best[0]
+        join_a, join_b = best[1], best[2]
+        if info.beat_tracked:
+            shift = onset_phase_shift(an_a, join_a, an_b, join_b)
+            if jb_ok(join_b + shift):
+                join_b += shift
+                info.extra["phase_shift_ms"] = round(1000.0 * shift / rate, 2)
     info.segments = [
         {"source": a_src.name, "source_start_s": 0.0, "source_end_s": round(join_a / rate, 6), "at_s": 0.0},
         {"source": b_name, "source_start_s": round(join_b * factor / rate, 6),
          "source_end_s": round(b_audio.shape[1] / rate, 6), "at_s": round(join_a / rate, 6)},
     ]
     return b, an_b, join_a, join_b, info
+
+
+DIP_PENALTY = 0.5     # score units (unrelated material ~ 2) per dB of expected level change past 0.5 dB
+
+
+def crossfade_dip_db(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, xf: int, side_s: float = 1.0) -> float:
+    """The level an equal-power crossfade at these joins would lose against the second either side (dB).
+
+    From the frames' RMS: the mix's power is A's faded out plus B's faded in (unrelated
+    material adds in power); the sides are A's second before the crossfade and B's after.
+    """
+    hop = an_a.hop
+    half = xf // 2
+    n = max(1, xf // hop)
+    ka = np.arange(n) + (join_a - half) // hop
+    kb = np.arange(n) + (join_b - half) // hop
+    if ka[0] < 0 or kb[0] < 0 or ka[-1] >= an_a.frames or kb[-1] >= an_b.frames:
+        return 0.0
+    pa, pb = 10 ** (an_a.rms_db[ka] / 10), 10 ** (an_b.rms_db[kb] / 10)
+    fo, fi = equal_power_curves(n)
+    mix = float(np.mean(pa * fo ** 2 + pb * fi ** 2))
+    side = int(side_s * an_a.sample_rate / hop)
+    before = an_a.rms_db[max(0, ka[0] - side):ka[0]]
+    after = an_b.rms_db[kb[-1] + 1:kb[-1] + 1 + side]
+    if len(before) == 0 or len(after) == 0:
+        return 0.0
+    sides = 0.5 * (float(np.mean(10 ** (before / 10))) + float(np.mean(10 ** (after / 10))))
+    return 10 * np.log10(sides / max(mix, 1e-12))
 
 
 def onset_phase_shift(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, span_s: float = 4.0) -> int:
