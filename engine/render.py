@@ -277,8 +277,11 @@ def render_takes(request: RenderRequest, *, model: Optional[Model] = None,
     renders, not one batch: measured in bench/variations.py, batching through the built-in model
     on CPU is not faster per take (see BENCHMARKS.md)."""
     takes = [take_request(request, i) for i in range(request.variations)]
+    inputs = {Path(a).resolve() for a in request.audio if isinstance(a, str)}
     if not request.overwrite:   # refuse before the first take is rendered, not at take 3
         for take in takes:
+            if take.output is not None and Path(take.output).resolve() in inputs:
+                raise InvalidRequest(f"the output {take.output} would overwrite an input", code="output_is_input")
             if take.output is not None and Path(take.output).exists():
                 raise InvalidRequest(f"the output {take.output} exists; pass overwrite to replace it",
                                      code="output_exists")

@@ -1,0 +1,1 @@
+"""What the tests share but are not tests: stand-ins for DAWs, daemon fixtures, tiny random models."""
