@@ -43,7 +43,7 @@ def build_model(size: str, folder: str | None) -> Model:
         from engine.models.stable_audio import load_stable_audio
 
         return load_stable_audio(folder)
-    from engine.models.random_init import FULL, TINY, build_stable_audio_components
+    from tests.support.random_init import FULL, TINY, build_stable_audio_components
     from engine.models.stable_audio import model_from_components
 
     comps = build_stable_audio_components(FULL if size == "full" else TINY, seed=0, text_encoder=False)

@@ -22,8 +22,8 @@ from engine.errors import SegueError
 from engine.render import default_output_path
 from engine.request import PCMAudio, request_from_mapping
 
-from bridge_fixtures import InProcessDaemon, ZmqPeer, make_config, read_wav, render_frames, tone, write_wav
-from bridge_renders import SLOW_SEED
+from support.bridge_fixtures import InProcessDaemon, ZmqPeer, make_config, read_wav, render_frames, tone, write_wav
+from support.bridge_renders import SLOW_SEED
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from bridge.zmq_server import ZmqServer
 from engine.errors import SegueError
 from engine.request import PCMAudio
 
-from bridge_fixtures import make_config, tone
+from support.bridge_fixtures import make_config, tone
 
 TOKEN = "a-long-enough-test-secret"
 

@@ -17,7 +17,7 @@ from bridge import keys, protocol
 from bridge.daemon import JobManager
 from bridge.zmq_server import ZmqServer
 
-from bridge_fixtures import make_config
+from support.bridge_fixtures import make_config
 
 
 @pytest.fixture

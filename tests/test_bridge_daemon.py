@@ -18,9 +18,9 @@ from bridge.protocol import Limits
 from bridge.zmq_server import ZmqServer
 from engine.request import PCMAudio
 
-from bridge_fixtures import (InProcessDaemon, OscListener, ZmqPeer, final_count, make_config, read_wav,
+from support.bridge_fixtures import (InProcessDaemon, OscListener, ZmqPeer, final_count, make_config, read_wav,
                              render_frames, tone, write_wav)
-from bridge_renders import CRASH_SEED, HANG_SEED, SLOW_SEED
+from support.bridge_renders import CRASH_SEED, HANG_SEED, SLOW_SEED
 
 
 @pytest.fixture(scope="module")

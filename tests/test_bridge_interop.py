@@ -20,7 +20,7 @@ import pytest
 
 from bridge import protocol
 
-from bridge_fixtures import InProcessDaemon, TESTS_DIR, make_config, read_wav, tone, write_wav
+from support.bridge_fixtures import InProcessDaemon, TESTS_DIR, make_config, read_wav, tone, write_wav
 
 PEER_SOURCE = Path(TESTS_DIR) / "peers" / "zmq_client.c"
 

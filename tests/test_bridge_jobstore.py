@@ -14,7 +14,7 @@ from bridge.worker import ModelCache, free_memory_bytes
 from engine.errors import SegueError
 from engine.request import PCMAudio
 
-from bridge_fixtures import make_config, tone, write_wav
+from support.bridge_fixtures import make_config, tone, write_wav
 
 
 def params(**kw) -> dict:

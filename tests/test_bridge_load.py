@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge_fixtures import InProcessDaemon, make_config
+from support.bridge_fixtures import InProcessDaemon, make_config
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bridge_load.py"
 

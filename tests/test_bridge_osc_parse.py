@@ -20,7 +20,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bridge.osc_parse import MAX_DEPTH, MAX_MESSAGES, OscParseError, parse_packet
 from bridge.osc_server import LogLimiter, build
 
-from bridge_fixtures import InProcessDaemon, OscListener, make_config
+from support.bridge_fixtures import InProcessDaemon, OscListener, make_config
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 NEGATIVE_BUNDLE = b"#bundle\0" + b"\0" * 8 + struct.pack(">i", -8)

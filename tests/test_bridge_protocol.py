@@ -24,7 +24,7 @@ from bridge.protocol import Limits, decode_message
 from engine.errors import SegueError
 from engine.request import MAX_DURATION_S, PCMAudio, RenderRequest, request_from_mapping
 
-from bridge_fixtures import make_config, tone, write_wav
+from support.bridge_fixtures import make_config, tone, write_wav
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

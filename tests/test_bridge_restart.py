@@ -15,8 +15,8 @@ import pytest
 
 from bridge.client import ClientError, SegueClient
 
-from bridge_fixtures import TESTS_DIR, tone, write_wav
-from bridge_renders import HANG_SEED, SLOW_SEED
+from support.bridge_fixtures import TESTS_DIR, tone, write_wav
+from support.bridge_renders import HANG_SEED, SLOW_SEED
 
 REPO = os.path.dirname(TESTS_DIR)
 
@@ -34,7 +34,7 @@ class DaemonProcess:
             [sys.executable, "-m", "bridge.serve", "--zmq", zmq, "--events", "tcp://127.0.0.1:*",
              "--osc-port", "0", "--state-dir", str(root / "state"), "--output-dir", str(root / "out"),
              "--allow-root", str(root / "in"), "--ready-file", str(ready), "--threads", "1",
-             "--render-entry", "bridge_renders:render", "--device", "cpu", *extra],
+             "--render-entry", "support.bridge_renders:render", "--device", "cpu", *extra],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while not ready.exists():

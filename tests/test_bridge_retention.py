@@ -19,7 +19,7 @@ from engine.audio_io import write_audio_atomic
 from engine.errors import SegueError
 from engine.request import PCMAudio
 
-from bridge_fixtures import make_config, tone
+from support.bridge_fixtures import make_config, tone
 
 
 def add(store: JobStore, job_id: str, params: dict | None = None) -> None:

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from abletonosc_standin import Clip, LiveSet, StandInAbletonOSC
-from daw_support import DAW_SCRIPTS, music, read_wav, write_wav
-from daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
+from support.abletonosc_standin import Clip, LiveSet, StandInAbletonOSC
+from support.daw_support import DAW_SCRIPTS, music, read_wav, write_wav
+from support.daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
 
 sys.path.insert(0, str(DAW_SCRIPTS / "ableton"))
 import segue_live  # noqa: E402

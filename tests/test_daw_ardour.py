@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daw_support import DAW_SCRIPTS, best_lag, fft_resample, music, read_wav, write_wav
-from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.daw_support import DAW_SCRIPTS, best_lag, fft_resample, music, read_wav, write_wav
+from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 
 LUA_TOOL = shutil.which("ardour7-lua")
 EXPORT_TOOL = shutil.which("ardour7-export")

@@ -28,8 +28,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from daw_support import DAW_SCRIPTS
-from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.daw_support import DAW_SCRIPTS
+from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 
 TOOLS = ("ardour", "ardour7-lua", "Xvfb", "xdotool", "xwd")
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
-from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
+from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 
 AUDACITY = DAW_SCRIPTS / "audacity"
 sys.path.insert(0, str(AUDACITY))

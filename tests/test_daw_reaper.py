@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import reaper_standin as rs
-from daw_support import DAW_SCRIPTS, music, read_wav, write_wav
-from daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
+import support.reaper_standin as rs
+from support.daw_support import DAW_SCRIPTS, music, read_wav, write_wav
+from support.daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
 
 REAPER = DAW_SCRIPTS / "reaper"
 RATE = 48000

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daw_support import music, read_wav, write_wav
-from daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.daw_support import music, read_wav, write_wav
+from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
 from engine.errors import Cancelled, InvalidRequest
 from engine.progress import CancelToken
 from engine.render import render, render_takes, take_request

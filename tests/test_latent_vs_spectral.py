@@ -1,4 +1,4 @@
-"""The latent-route autoencoder of bench/latent_vs_spectral.py: the shapes it promises, and that it can learn.
+"""The latent-route autoencoder of bench/experiments/latent_vs_spectral.py: the shapes it promises, and that it can learn.
 
 The full measurement (25 CPU minutes on the corpus) is in BENCHMARKS.md; this checks
 the same code at a size that fits the test suite, on synthetic music.
@@ -16,7 +16,7 @@ import torch
 from engine.models.spectral import SpectralTransform
 from engine.training.synth import synth_music
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "latent_vs_spectral.py"
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "experiments" / "latent_vs_spectral.py"
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_eager_fallback_switches_once_and_keeps_results() -> None:
 
 def test_optimise_bf16_keeps_the_denoiser_close_to_fp32() -> None:
     pytest.importorskip("diffusers")
-    from engine.models.random_init import TINY, build_stable_audio_components
+    from support.random_init import TINY, build_stable_audio_components
     from engine.models.stable_audio import model_from_components
 
     def build():
@@ -50,7 +50,7 @@ def test_optimise_bf16_keeps_the_denoiser_close_to_fp32() -> None:
 def test_a_failing_compiled_backward_falls_back_at_probe_time(monkeypatch) -> None:
     pytest.importorskip("diffusers")
     import engine.models.speed as speed
-    from engine.models.random_init import TINY, build_stable_audio_components
+    from support.random_init import TINY, build_stable_audio_components
     from engine.models.stable_audio import model_from_components
 
     comps = build_stable_audio_components(TINY, seed=0, text_encoder=False)
@@ -74,7 +74,7 @@ def test_a_failing_compiled_backward_falls_back_at_probe_time(monkeypatch) -> No
 def test_compiled_models_pad_windows_to_a_few_shapes(monkeypatch) -> None:
     pytest.importorskip("diffusers")
     import engine.models.speed as speed
-    from engine.models.random_init import TINY, build_stable_audio_components
+    from support.random_init import TINY, build_stable_audio_components
     from engine.models.stable_audio import model_from_components
 
     comps = build_stable_audio_components(TINY, seed=0, text_encoder=False)

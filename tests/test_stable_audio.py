@@ -15,11 +15,11 @@ pytest.importorskip("torchsde")
 from engine.errors import ModelNotFound  # noqa: E402
 from engine.guidance import Guidance, LossTerm, masked_l1  # noqa: E402
 from engine.models.base import load_model  # noqa: E402
-from engine.models.random_init import TINY, save_stable_audio_folder  # noqa: E402
+from support.random_init import TINY, save_stable_audio_folder  # noqa: E402
 from engine.models.stable_audio import load_stable_audio  # noqa: E402
 from engine.samplers import DataConsistency  # noqa: E402
 from engine.samplers_dpm import get_sigmas_exponential, sample_dpmpp_2m_sde  # noqa: E402
-from stable_audio_support import known_error, save_tiny_folder  # noqa: E402
+from support.stable_audio_support import known_error, save_tiny_folder  # noqa: E402
 
 HOP = 2048
 

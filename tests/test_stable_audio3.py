@@ -12,10 +12,10 @@ pytest.importorskip("diffusers")
 from engine.errors import ModelNotFound  # noqa: E402
 from engine.guidance import Guidance, LossTerm, masked_l1  # noqa: E402
 from engine.models.base import load_model  # noqa: E402
-from engine.models.random_init import SA3_TINY, save_stable_audio3_folder  # noqa: E402
+from support.random_init import SA3_TINY, save_stable_audio3_folder  # noqa: E402
 from engine.models.stable_audio3 import load_stable_audio3, logsnr_sigmas, sample_pingpong  # noqa: E402
 from engine.samplers import DataConsistency, sample_ddim  # noqa: E402
-from stable_audio_support import known_error, save_tiny_folder  # noqa: E402
+from support.stable_audio_support import known_error, save_tiny_folder  # noqa: E402
 
 TOKENS = 6          # text length of the tiny model (prompts are all padding: no text encoder)
 FRAMES = 12

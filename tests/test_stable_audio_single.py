@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from engine.errors import ModelNotFound  # noqa: E402
-from engine.models.random_init import StableAudioSize, build_stable_audio_components  # noqa: E402
+from support.random_init import StableAudioSize, build_stable_audio_components  # noqa: E402
 from engine.models.stable_audio import load_stable_audio, model_from_components  # noqa: E402
 
 # the stable-audio-tools config derives key/value heads as cond_dim // head_dim

@@ -20,7 +20,7 @@ to train on a CPU): 2052 channels + per-bin log power at 86 frames/s ->
 128 channels) -> back. Loss: MSE in the normalised spectral space plus an L1 on log
 power per bin (MSE alone would leave the phase-random high bins near zero).
 
-Run: python bench/latent_vs_spectral.py --minutes 25 [--threads 1] [--json out.json]
+Run: python bench/experiments/latent_vs_spectral.py --minutes 25 [--threads 1] [--json out.json]
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for bench/_common.py
+from _common import ROOT  # noqa: E402  (the checkout on sys.path)
 
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.metrics import frechet_distance, multires_log_mel_l1  # noqa: E402

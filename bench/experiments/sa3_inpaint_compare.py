@@ -9,8 +9,8 @@ bench/quality.py's (multi-resolution log-mel L1 to the original, Fréchet distan
 DSP embedder's space, seam continuity), and the report says by how much guidance loses
 (or wins) on each.
 
-    python bench/sa3_inpaint_compare.py --base /models/sa3-small --inpaint /models/sa3-small-inpaint
-    python bench/sa3_inpaint_compare.py --tiny --synthetic 3 --steps 4     # smoke run, random weights
+    python bench/experiments/sa3_inpaint_compare.py --base /models/sa3-small --inpaint /models/sa3-small-inpaint
+    python bench/experiments/sa3_inpaint_compare.py --tiny --synthetic 3 --steps 4     # smoke run, random weights
 
 Windows come from the held-out corpus (`--data`, as bench/quality.py) or, with
 `--synthetic N`, from N seeded synthetic clips (chords + noise drums) when no corpus exists.
@@ -21,12 +21,14 @@ import argparse
 import json
 import math
 import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/, for bench/_common.py
+from _common import ROOT  # noqa: E402  (the checkout on sys.path)
 
 from engine.embedders.dsp import DSPEmbedder  # noqa: E402
 from engine.models.base import Model, load_model  # noqa: E402
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.tiny:
-        from engine.models.random_init import save_stable_audio3_folder
+        from tests.support.random_init import save_stable_audio3_folder
 
         tmp = Path(tempfile.mkdtemp(prefix="sa3-tiny-"))
         save_stable_audio3_folder(str(tmp / "base"), seed=0)

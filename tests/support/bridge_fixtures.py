@@ -21,7 +21,7 @@ from bridge.daemon import DaemonConfig, JobManager
 from bridge.osc_server import OscServer
 from bridge.zmq_server import ZmqServer
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/ (this file: tests/support/)
 RATE = 44100
 
 
@@ -56,7 +56,7 @@ class InProcessDaemon:
     osc: OscServer = field(init=False)
 
     def __post_init__(self) -> None:
-        if TESTS_DIR not in sys.path:  # the spawned worker imports bridge_renders from here
+        if TESTS_DIR not in sys.path:  # the spawned worker imports support.bridge_renders
             sys.path.insert(0, TESTS_DIR)
         self.manager = JobManager(self.config)
         self.zmq = ZmqServer(self.manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*",
@@ -87,7 +87,7 @@ def make_config(root: Path, **overrides: Any) -> DaemonConfig:
     (root / "in").mkdir(parents=True, exist_ok=True)
     kw: dict[str, Any] = dict(state_dir=str(root / "state"), output_dir=str(root / "out"),
                               input_roots=(str(root / "in"),), threads=1, job_timeout_s=60.0, cancel_grace_s=1.0,
-                              shutdown_grace_s=2.0, render_entry="bridge_renders:render")
+                              shutdown_grace_s=2.0, render_entry="support.bridge_renders:render")
     kw.update(overrides)
     return DaemonConfig(**kw)
 

@@ -1,6 +1,6 @@
 """Fault injection for the daemon tests: the real `engine.render.render`, except for a few reserved seeds.
 
-Loaded by the daemon's worker subprocess through `render_entry="bridge_renders:render"`,
+Loaded by the daemon's worker subprocess through `render_entry="support.bridge_renders:render"`,
 so tests can make a job slow, make it ignore cancellation, or kill its worker
 (as the kernel's OOM killer would), while every other job renders for real.
 """

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAW_SCRIPTS = ROOT / "daw_scripts"
 
 
