@@ -24,6 +24,7 @@ from engine.models.base import available_models
 from engine.request import request_from_mapping
 
 from . import protocol
+from . import worker_messages as wm
 from .jobstore import Job, JobStore
 from .paths import PathPolicy
 from .protocol import Limits, Message
@@ -186,7 +187,7 @@ class JobManager:
 
     def unload(self, model: Optional[str]) -> None:
         for s in self.supervisors:
-            s.control.put(("unload", model))
+            s.control.put(wm.Unload(model))
 
     def health(self) -> dict:
         counts = self.store.counts()
@@ -294,7 +295,7 @@ class DeviceSupervisor:
     def _stop_worker(self) -> None:
         try:
             if self._conn is not None:
-                self._conn.send(("stop",))
+                self._conn.send(wm.Stop())
             if self._proc is not None:
                 self._proc.join(5.0)
         except (OSError, BrokenPipeError):
@@ -332,12 +333,13 @@ class DeviceSupervisor:
                 cmd = self.control.get_nowait()
             except queue.Empty:
                 return
-            if cmd[0] == "unload" and self._conn is not None:
+            if isinstance(cmd, wm.Unload) and self._conn is not None:
                 try:
                     self._conn.send(cmd)
                     if self._conn.poll(30.0):
                         reply = self._conn.recv()
-                        self.loaded_models = list(reply[2])
+                        if isinstance(reply, wm.Unloaded):
+                            self.loaded_models = list(reply.loaded)
                 except (EOFError, OSError):
                     self._restart()
 
@@ -361,10 +363,10 @@ class DeviceSupervisor:
         if self._proc is None or not self._proc.is_alive():
             self._restart()
         try:
-            self._conn.send(("render", job_id, request))  # type: ignore[union-attr]
+            self._conn.send(wm.RenderJob(job_id, request))  # type: ignore[union-attr]
         except (OSError, BrokenPipeError):
             self._restart()
-            self._conn.send(("render", job_id, request))  # type: ignore[union-attr]
+            self._conn.send(wm.RenderJob(job_id, request))  # type: ignore[union-attr]
         deadline = time.monotonic() + (job.timeout_s or m.config.job_timeout_s)
         shutdown_deadline: Optional[float] = None
         reason: Optional[str] = None   # why we asked the worker to stop: cancelled / timeout / shutdown
@@ -403,26 +405,25 @@ class DeviceSupervisor:
                 self._end_stopped(job_id, reason, "the worker did not stop in time and was killed")
                 return
 
-    def _handle(self, job_id: str, msg: tuple, reason: Optional[str]) -> bool:
-        """Act on one worker message; True when the job has reached its end."""
+    def _handle(self, job_id: str, msg: object, reason: Optional[str]) -> bool:
+        """Act on one worker message (bridge/worker_messages.py); True when the job has reached its end."""
         m = self.manager
-        kind = msg[0]
-        if kind == "progress":
-            _, _, step, total, elapsed, eta = msg
-            m.emit("progress", self._running, {"step": step, "total": total, "elapsed_s": elapsed,
-                                                        "eta_s": eta, "fraction": step / total if total else 1.0})
+        if isinstance(msg, wm.Progress):
+            m.emit("progress", self._running, {"step": msg.step, "total": msg.total, "elapsed_s": msg.elapsed_s,
+                                               "eta_s": msg.eta_s,
+                                               "fraction": msg.step / msg.total if msg.total else 1.0})
             return False
-        if kind == "started":
-            m.store.set_started_at(job_id, msg[2])
-            m.emit("started", self._running, {"started_at": msg[2]})
+        if isinstance(msg, wm.Started):
+            m.store.set_started_at(job_id, msg.at)
+            m.emit("started", self._running, {"started_at": msg.at})
             return False
-        if kind == "done":
-            self.loaded_models = list(msg[3])
-            self._finish(job_id, "done", result=msg[2])
+        if isinstance(msg, wm.Done):
+            self.loaded_models = list(msg.loaded)
+            self._finish(job_id, "done", result=msg.result)
             return True
-        if kind == "error":
-            self.loaded_models = list(msg[4])
-            code, text = msg[2], msg[3]
+        if isinstance(msg, wm.Failed):
+            self.loaded_models = list(msg.loaded)
+            code, text = msg.code, msg.message
             if code == "cancelled" and reason in ("timeout", "shutdown"):
                 self._end_stopped(job_id, reason, text)
             else:

@@ -3,10 +3,7 @@
 Renders run here, not in the daemon, so a segfault or an out-of-memory kill in a
 model takes down only this process; the daemon's supervisor sees the pipe close,
 fails the job with `worker_crashed` and starts a fresh worker. Messages on the
-pipe are tuples: requests ("render", job_id, request) / ("unload", name|None) /
-("stop",); replies ("started", job_id, t) / ("progress", job_id, step, total,
-elapsed_s, eta_s) / ("done", job_id, result, loaded) / ("error", job_id, code,
-message, loaded) / ("unloaded", names, loaded).
+pipe are the dataclasses of bridge/worker_messages.py.
 """
 from __future__ import annotations
 
@@ -18,6 +15,8 @@ import time
 import traceback
 from collections import OrderedDict
 from typing import Any, Callable, Optional
+
+from . import worker_messages as wm
 
 from engine.errors import SegueError
 from engine.progress import CancelToken, ProgressEvent
@@ -147,14 +146,13 @@ def worker_main(conn: Any, cancel_event: Any, device: str, render_path: str, out
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        kind = msg[0]
-        if kind == "stop":
+        if isinstance(msg, wm.Stop):
             return
-        if kind == "unload":
-            names = cache.unload(msg[1])
-            conn.send(("unloaded", names, cache.loaded()))
-        elif kind == "render":
-            _run(conn, msg[1], msg[2], render, cache, token, output_dir)
+        if isinstance(msg, wm.Unload):
+            names = cache.unload(msg.model)
+            conn.send(wm.Unloaded(tuple(names), tuple(cache.loaded())))
+        elif isinstance(msg, wm.RenderJob):
+            _run(conn, msg.job_id, msg.request, render, cache, token, output_dir)
 
 
 def _payload(result: Any) -> dict:
@@ -171,11 +169,11 @@ def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache
         now = time.monotonic()
         if ev.step >= ev.total or now - last[0] >= PROGRESS_INTERVAL_S:
             last[0] = now
-            conn.send(("progress", job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s))
+            conn.send(wm.Progress(job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s))
 
     try:
         model = cache.get(request.model)
-        conn.send(("started", job_id, time.time()))
+        conn.send(wm.Started(job_id, time.time()))
         token.raise_if_cancelled()
         result = render(request, model=model, progress=on_progress, cancel=token, output_dir=output_dir)
         if isinstance(result, (list, tuple)):  # render_takes: the first take's fields, and every take
@@ -183,11 +181,11 @@ def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache
             payload = dict(takes[0], takes=takes)
         else:
             payload = _payload(result)
-        conn.send(("done", job_id, payload, cache.loaded()))
+        conn.send(wm.Done(job_id, payload, tuple(cache.loaded())))
     except SegueError as e:
-        conn.send(("error", job_id, e.code, e.message, cache.loaded()))
+        conn.send(wm.Failed(job_id, e.code, e.message, tuple(cache.loaded())))
     except Exception as e:  # the job fails, the worker lives on
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        conn.send(("error", job_id, "internal", f"{type(e).__name__}: {e}", cache.loaded()))
+        conn.send(wm.Failed(job_id, "internal", f"{type(e).__name__}: {e}", tuple(cache.loaded())))
     if cache.under_pressure():
         cache.unload()

@@ -30,6 +30,7 @@ from .audio_io import load_audio
 from .effects import DEFAULT_WEIGHTS, StyleChain, apply_chain, apply_eq_curve, integrated_lufs, match_loudness, \
     matching_eq_db
 from .errors import InvalidRequest
+from .schema import MIN_REGION_S
 from .models.base import Model
 from .progress import ProgressTracker
 from .regions import crossfade, equal_power_curves
@@ -58,8 +59,9 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     if end > audio.shape[1]:
         raise InvalidRequest(f"the region ends at {request.end_s:.3f} s but the audio lasts "
                              f"{audio.shape[1] / rate:.3f} s", code="region_out_of_range")
-    if end - start < to_samples(0.5, rate):
-        raise InvalidRequest("style needs at least 0.5 s of audio")
+    if end - start < to_samples(MIN_REGION_S, rate):
+        raise InvalidRequest(f"the region must be at least {MIN_REGION_S * 1000:.0f} ms long",
+                             code="region_out_of_range")
     chain = preset_style(request)
     pre = max(0, start - to_samples(PRE_ROLL_S, rate))
     coloured = colour(audio[:, pre:end], rate, request, chain, target)[:, start - pre:]

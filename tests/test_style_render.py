@@ -154,3 +154,15 @@ def test_a_users_own_preset_with_a_chain_and_reference_audio_renders(loop, tmp_p
     out = render({"task": "style", "audio": [PCMAudio(loop, RATE)]}, "muffled")
     assert F.spectral_centroid(out, RATE) < 0.7 * F.spectral_centroid(loop, RATE)
     assert F.chroma_correlation(out, loop, RATE) >= 0.7
+
+
+def test_style_has_the_same_shortest_region_as_every_task(loop):
+    from engine.errors import InvalidRequest
+
+    short = request_from_mapping({"task": "style", "audio": (PCMAudio(loop, RATE),), "preset": "dark-ambient",
+                                  "start_s": 1.0, "end_s": 1.1})
+    assert render_audio(short).audio.shape[1] == loop.shape[1]
+    with pytest.raises(InvalidRequest) as err:
+        render_audio(request_from_mapping({"task": "style", "audio": (PCMAudio(loop, RATE),),
+                                           "preset": "dark-ambient", "start_s": 1.0, "end_s": 1.03}))
+    assert err.value.code == "region_out_of_range"
