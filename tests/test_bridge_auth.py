@@ -20,7 +20,7 @@ from bridge.zmq_server import ZmqServer
 from engine.errors import SegueError
 from engine.request import PCMAudio
 
-from support.bridge_fixtures import make_config, tone
+from support.bridge_fixtures import make_config, tone, zmq_serving
 
 TOKEN = "a-long-enough-test-secret"
 
@@ -28,18 +28,8 @@ TOKEN = "a-long-enough-test-secret"
 @pytest.fixture
 def served(tmp_path):
     """A ZeroMQ server with a token on a manager whose workers never start (requests are only recorded)."""
-    manager = JobManager(make_config(tmp_path))
-    ctx = zmq.Context()
-    server = ZmqServer(manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", token=TOKEN, context=ctx)
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
-    thread.start()
-    yield server, ctx, tmp_path
-    stop.set()
-    thread.join(5)
-    server.close()
-    manager.close()
-    ctx.term()
+    with zmq_serving(JobManager(make_config(tmp_path)), token=TOKEN) as (server, ctx):
+        yield server, ctx, tmp_path
 
 
 def client(server, ctx):

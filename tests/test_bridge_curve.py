@@ -7,7 +7,6 @@ every PUB event (job ids, result paths). With `segue serve --curve-dir DIR` (key
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from bridge import keys, protocol
 from bridge.daemon import JobManager
 from bridge.zmq_server import ZmqServer
 
-from support.bridge_fixtures import make_config
+from support.bridge_fixtures import make_config, zmq_serving
 
 
 @pytest.fixture
@@ -26,19 +25,8 @@ def curve_daemon(tmp_path):
     assert keys.main([folder]) == 0
     assert keys.main([folder, "--client", "daw"]) == 0
     keys.make_client_keys(str(tmp_path / "stranger"), "stranger")  # a valid pair the daemon does not know
-    manager = JobManager(make_config(tmp_path))
-    ctx = zmq.Context()
-    server = ZmqServer(manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", context=ctx,
-                       curve=keys.load_server_keys(folder))
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
-    thread.start()
-    yield server, ctx, tmp_path
-    stop.set()
-    thread.join(5)
-    server.close()
-    manager.close()
-    ctx.term()
+    with zmq_serving(JobManager(make_config(tmp_path)), curve=keys.load_server_keys(folder)) as (server, ctx):
+        yield server, ctx, tmp_path
 
 
 def ask_health(sock) -> dict | None:

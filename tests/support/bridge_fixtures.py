@@ -1,6 +1,7 @@
 """Shared pieces of the bridge tests: test audio, an in-process daemon, and small socket helpers."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,6 +24,24 @@ from bridge.zmq_server import ZmqServer
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/ (this file: tests/support/)
 RATE = 44100
+
+
+@contextlib.contextmanager
+def zmq_serving(manager: JobManager, **server_kw: Any):
+    """A ZmqServer on loopback for `manager`, served from a thread; yields (server, context) and closes all."""
+    ctx = zmq.Context()
+    server = ZmqServer(manager, endpoint="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", context=ctx, **server_kw)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield server, ctx
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+        manager.close()
+        ctx.term()
 
 
 def tone(seconds: float, freq: float = 220.0, rate: int = RATE) -> np.ndarray:
