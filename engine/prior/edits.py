@@ -250,7 +250,7 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
         srcs = [s.analysis for s in sources]
         cands = search_span(srcs[si], q, q, srcs, context_s=context_s, right=False, min_tail=min_tail,
                             same_source=si, allowed=allowed, max_candidates=max(4, candidate + 1),
-                            separation=max(min_loop // 2, 1))
+                            separation=max(min_loop // 2, 1), seam_emphasis=0.0)
         if not cands:
             if made == 0:
                 info.kind = "none"

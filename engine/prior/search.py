@@ -57,24 +57,33 @@ def frames_touching(start: int, stop: int, n_frames: int) -> tuple[int, int]:
     return k0, max(k0, k1)
 
 
-def _side_weights(n: int, toward_seam: bool) -> np.ndarray:
-    """Context frames count more the nearer they are to the seam (e-folding over a third of the side)."""
+SEAM_EMPHASIS = 4.0          # weight of the last ~50 ms at the seam against the broad context
+
+
+def _side_weights(n: int, toward_seam: bool, emphasis: float = SEAM_EMPHASIS) -> np.ndarray:
+    """Context frames count more the nearer they are to the seam.
+
+    A broad part (e-folding over a third of the side) judges the musical match; a sharp
+    part (e-folding over four frames, ~50 ms) the continuity right at the seam.
+    """
     d = np.arange(n)[::-1] if toward_seam else np.arange(n)
-    return np.exp(-d / max(n / 3.0, 1.0))
+    return np.exp(-d / max(n / 3.0, 1.0)) + emphasis * np.exp(-d / 4.0)
 
 
 def search_span(target: Analysis, start: int, stop: int, sources: Sequence[Analysis], *, context_s: float,
                 left: bool = True, right: bool = True, exclude_self: Optional[tuple[int, int]] = None,
                 min_tail: int = 0, max_candidates: int = 8, separation: Optional[int] = None,
                 same_source: int = 0,
-                allowed: Optional[Callable[[int, np.ndarray], np.ndarray]] = None) -> list[Candidate]:
+                allowed: Optional[Callable[[int, np.ndarray], np.ndarray]] = None,
+                seam_emphasis: float = SEAM_EMPHASIS) -> list[Candidate]:
     """Ranked candidates for target samples [start, stop), matched on the left and/or right context.
 
     `exclude_self` (samples, in source `same_source`) is where the source cannot be
     trusted (the region itself): frames touching it are not compared and no candidate
     overlaps it. `min_tail` demands that much source material after the candidate's
     start (continuation copies forward from it). `allowed(source, starts)` can veto
-    candidate start samples further.
+    candidate start samples further. `seam_emphasis` weighs the frames right at the seams
+    (measured: it helps two-sided infill, and hurts one-sided continuation, which passes 0).
     """
     rate = target.sample_rate
     ctx = max(4, int(round(context_s * rate / HOP)))
@@ -90,10 +99,10 @@ def search_span(target: Analysis, start: int, stop: int, sources: Sequence[Analy
     w_left = np.zeros(m)
     w_right = np.zeros(m)
     if len(left_idx):
-        w_left[left_idx - k_first] = _side_weights(len(left_idx), toward_seam=True)
+        w_left[left_idx - k_first] = _side_weights(len(left_idx), toward_seam=True, emphasis=seam_emphasis)
         w_left /= w_left.sum()
     if len(right_idx):
-        w_right[right_idx - k_first] = _side_weights(len(right_idx), toward_seam=False)
+        w_right[right_idx - k_first] = _side_weights(len(right_idx), toward_seam=False, emphasis=seam_emphasis)
         w_right /= w_right.sum()
     w = w_left + w_right
     tk = np.zeros((m, target.features.shape[1]), np.float64)
