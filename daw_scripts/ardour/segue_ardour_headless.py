@@ -41,14 +41,26 @@ def lua_tool() -> str:
     raise HeadlessError("no Ardour headless Lua tool (ardour7-lua) on PATH; install Debian's `ardour` package")
 
 
+# What each command prints once its work is done and saved: a crash after it (Ardour's headless
+# tool sometimes segfaults while closing the session) loses nothing.
+DONE_TAGS = {"render": "SEGUE_RESULT", "place": "SEGUE_SAVED"}
+
+
 def _run_lua(args: list[str], timeout_s: float, env: Optional[dict] = None) -> dict[str, list[str]]:
-    proc = subprocess.run([lua_tool(), str(HERE / "segue_headless.lua"), *args], capture_output=True, text=True,
-                          timeout=timeout_s, env=env)
-    tagged: dict[str, list[str]] = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("SEGUE_"):
-            tag, _, rest = line.partition(" ")
-            tagged.setdefault(tag, []).append(rest)
+    for attempt in (1, 2):
+        proc = subprocess.run([lua_tool(), str(HERE / "segue_headless.lua"), *args], capture_output=True, text=True,
+                              timeout=timeout_s, env=env)
+        tagged: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("SEGUE_"):
+                tag, _, rest = line.partition(" ")
+                tagged.setdefault(tag, []).append(rest)
+        crashed = proc.returncode < 0 and "SEGUE_ERROR" not in tagged
+        if crashed and DONE_TAGS.get(args[0]) in tagged:
+            return tagged            # the work was saved before Ardour crashed on its way out
+        if crashed and attempt == 1 and "SEGUE_SAVED" not in tagged:
+            continue                 # crashed before changing the session: run it once more
+        break
     if "SEGUE_ERROR" in tagged or proc.returncode != 0:
         msg = "; ".join(tagged.get("SEGUE_ERROR", [])) or proc.stderr.strip()[-2000:] or f"exit {proc.returncode}"
         raise HeadlessError(msg)

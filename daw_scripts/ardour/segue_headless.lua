@@ -115,6 +115,7 @@ elseif mode == "place" then
 		end
 	end
 	s:save_state ("", false, false, false, false, false)
+	print ("SEGUE_SAVED")
 else
 	fail ("usage: segue_headless.lua render|place ...")
 end
