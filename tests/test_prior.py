@@ -200,7 +200,6 @@ def test_explicit_generative_fallback_on_a_model_that_generates():
 
 def test_sources_extend_the_search_to_other_clips(tmp_path):
     """A gap whose material exists only in another clip of the session is filled from that clip."""
-    import pedalboard  # noqa: F401  (audio I/O for the source file)
     from engine.audio_io import write_audio_atomic
 
     song = periodic_song(repeats=1)                        # 8 s, one phrase: nothing repeats inside it
@@ -238,3 +237,19 @@ def test_seams_keep_their_loudness_for_correlated_and_unrelated_material():
         mid = matched_crossfade(a, b)[:, 1800:2600]
         level = 10 * np.log10(np.mean(mid ** 2) / np.mean(a ** 2))
         assert abs(level) < 0.5
+
+
+@pytest.mark.parametrize("content", [None, b"not audio at all"])
+def test_a_missing_or_corrupt_source_is_a_coded_error_and_nothing_is_written(tmp_path, content):
+    from engine.errors import SegueError
+
+    song = periodic_song(repeats=2)
+    source = tmp_path / "other.wav"
+    if content is not None:
+        source.write_bytes(content)
+    out = tmp_path / "out.wav"
+    with pytest.raises(SegueError) as err:
+        render(RenderRequest(task="infill", audio=(PCMAudio(song, RATE),), start_s=3.0, end_s=5.0,
+                             sources=(str(source),), output=str(out)))
+    assert err.value.code != "internal"
+    assert not out.exists() and not out.with_suffix(".json").exists()

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..regions import crossfade, equal_power_curves
+from ..regions import equal_power_curves
 from .analysis import Analysis, analyse
 from .search import Candidate, align_to_sample, search_span
 
