@@ -255,17 +255,14 @@ SEAM_REFINE_S = 0.25         # half-width of the zone the model regenerates arou
 
 
 def resolve_prior(model: Model, request: RenderRequest) -> str:
-    """The request's prior, or the model's default (similarity for the built-in refiner)."""
-    return request.prior or getattr(model, "default_prior", "none")
+    """The request's prior; engine/plan.py has already put the model's default there ("none" if unset)."""
+    return request.prior or "none"
 
 
 def resolve_refinement(model: Model, request: RenderRequest) -> tuple[float, str]:
-    """(strength, span) of the model's pass over the prior; the model's measured defaults when unset."""
+    """(strength, span) of the model's pass over the prior, as engine/plan.py resolved them."""
     strength = request.refine_strength
-    if strength is None:
-        strength = getattr(model, "default_refine_strength", None)
-    span = request.refine_span or getattr(model, "default_refine_span", None) or "seams"
-    return float(0.0 if strength is None else strength), span
+    return float(0.0 if strength is None else strength), request.refine_span or "seams"
 
 
 def _fell_back(info, to: str = "generative") -> dict:
