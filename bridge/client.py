@@ -28,6 +28,7 @@ from engine.errors import SegueError
 from engine.request import TASKS, PCMAudio
 
 from . import protocol
+from .transition_joins import read_transition_joins
 
 UNREACHABLE = "unreachable"
 POLL_S = 0.05
@@ -45,8 +46,16 @@ class JobResult:
     raw: dict
 
     def to_json(self) -> dict:
-        return {"id": self.id, "path": self.path, "offset_s": self.offset_s, "duration_s": self.duration_s,
-                "sample_rate": self.sample_rate}
+        """What `--json` prints; a transition take adds "transition", the joins the engine chose (from its sidecar)."""
+        out = {"id": self.id, "path": self.path, "offset_s": self.offset_s, "duration_s": self.duration_s,
+               "sample_rate": self.sample_rate}
+        sidecar = self.raw.get("sidecar_path")
+        if isinstance(sidecar, str) and sidecar:
+            out["sidecar_path"] = sidecar
+            joins = read_transition_joins(sidecar)
+            if joins is not None:
+                out["transition"] = joins.to_json()
+        return out
 
     @classmethod
     def from_reply(cls, job_id: str, r: dict) -> "JobResult":

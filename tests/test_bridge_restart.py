@@ -198,7 +198,8 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
     assert "100.0%" in ok.stderr
     assert js.returncode == 0, js.stderr
     obj = json.loads(js.stdout)
-    assert set(obj) == {"id", "path", "offset_s", "duration_s", "sample_rate"} and obj["sample_rate"] == 44100
+    assert set(obj) == {"id", "path", "offset_s", "duration_s", "sample_rate", "sidecar_path"}
+    assert obj["sample_rate"] == 44100 and obj["sidecar_path"] == os.path.splitext(obj["path"])[0] + ".json"
     assert obj["duration_s"] == pytest.approx(2.5, abs=1e-3)  # the 2 s clip plus 0.5 s continued
     assert bad.returncode == 1 and "invalid_request" in bad.stderr
     assert outside.returncode == 1 and "path_not_allowed" in outside.stderr
