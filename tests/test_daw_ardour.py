@@ -20,6 +20,7 @@ import pytest
 
 from support.daw_support import DAW_SCRIPTS, best_lag, fft_resample, music, read_wav, write_wav
 from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.transition_loops import b_at_clip_end_s, engine_moved, loops, sidecar_of
 
 LUA_TOOL = shutil.which("ardour7-lua")
 EXPORT_TOOL = shutil.which("ardour7-export")
@@ -251,6 +252,55 @@ def test_a_transition_trims_both_regions_so_the_session_plays_a_then_the_transit
     inner = after[:, x0 + fade + margin: x1 - fade - margin]
     err = inner - expected[:, fade + margin: x1 - x0 - fade - margin]
     assert np.sqrt(np.mean(err ** 2)) < 0.08 * np.sqrt(np.mean(expected ** 2))
+
+
+def make_loop_session(tmp: Path, case: str) -> Path:
+    """Drum loops (tests/support/transition_loops.py) at 48 kHz: region A at [0.5 s, 8.5) playing a.wav from
+    0, region B at [6.5 s, 14.5) playing b.wav from 0.5 s; the overlap [6.5, 8.5) is the selection."""
+    a, b = loops(case, seconds=9.0, rate=RATE)
+    write_wav(tmp / "a.wav", a, RATE)
+    write_wav(tmp / "b.wav", b, RATE)
+    session = tmp / "song"
+    lua(NEW_SESSION, str(session), "song", str(RATE), str(int(6.5 * RATE)), str(int(8.5 * RATE)),
+        str(ARDOUR / "segue.lua"), tmp=tmp)
+    f = session / "song.ardour"
+    ardour_session.import_clip(f, str(tmp / "a.wav"), "a", track="Source", at=RATE // 2, start=0, length=8 * RATE)
+    ardour_session.import_clip(f, str(tmp / "b.wav"), "b", track="Source", at=int(6.5 * RATE), start=RATE // 2,
+                               length=8 * RATE)
+    return session
+
+
+@pytest.mark.parametrize("case", ["moved", "stretched"])
+def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(tmp_path, serve, case):
+    session = make_loop_session(tmp_path, case)
+    placed = segue_ardour_headless.run(str(session), "song", "transition", env=serve.env,
+                                       options={"model": "builtin", "steps": 4, "timeout_s": 240})
+    sidecar = sidecar_of(placed["path"])
+    # the request: join 7.5 s (the middle of the overlap) = 6.5 s into A's export from 1.0 s, 1.0 s into B's
+    assert "--start 6.500000 --b-start 1.000000" in placed["command"]
+    assert engine_moved(sidecar, 6.5, 1.0)
+    if case == "stretched":
+        assert abs(sidecar["prior"]["stretch_factor"] - 1.2) < 0.03
+    x0, x1 = placed["placed_position"], placed["placed_position"] + placed["placed_length"]
+    fade = int(0.01 * RATE)
+    # the clip sits where the engine's timeline puts it (A's export starts at 1.0 s), A ends at its start
+    assert x0 == int(1.0 * RATE) + round(sidecar["offset_s"] * RATE)
+    a, b = placed["trimmed"]
+    assert (a["name"], a["position"], a["position"] + a["length"]) == ("a.1", RATE // 2, x0 + fade)
+    # B starts just before the clip's end, and at the clip's end plays the sample of b.wav that the
+    # clip's B material had reached: B's export began at timeline 6.5 s = b.wav 0.5 s
+    assert (b["name"], b["position"]) == ("b.1", x1 - fade)
+    expected = RATE // 2 + (placed["b_origin"] - int(6.5 * RATE)) + b_at_clip_end_s(sidecar) * RATE
+    assert abs(b["start"] + fade - expected) < 0.002 * RATE, (b["start"] + fade, expected)
+    history = (session / "song.history").read_text()
+    assert history.count("<UndoTransaction") == 1 and 'name="Segue transition"' in history   # one undo step
+    if case == "moved":
+        # Ardour's own mixdown: after the clip, b.wav from exactly that sample (not stretched: sample for sample)
+        after = export(session, tmp_path / "after.wav")
+        src_b, _ = read_wav(tmp_path / "b.wav")
+        at, margin = int(round(expected)), 200
+        n = min(RATE, after.shape[1] - x1 - margin)
+        np.testing.assert_allclose(after[:, x1 + margin:x1 + n], src_b[:, at + margin:at + n], atol=2e-4)
 
 
 def test_variations_are_layered_takes_on_the_segue_track_in_one_undo_step(tmp_path, serve):

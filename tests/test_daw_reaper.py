@@ -16,6 +16,7 @@ import pytest
 import support.reaper_standin as rs
 from support.daw_support import DAW_SCRIPTS, music, read_wav, write_wav
 from support.daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
+from support.transition_loops import b_at_clip_end_s, engine_moved, loops
 
 REAPER = DAW_SCRIPTS / "reaper"
 RATE = 48000
@@ -117,13 +118,39 @@ def test_a_transition_trims_both_items_to_its_edges_in_the_same_undo_block(lang,
     # A plays up to the transition (overlapping it by the short fade), then fades out
     assert (a.position, a.length, a.fade_out) == (0.0, pytest.approx(x0 + fade), fade)
     assert a.take.start_offset == 0.5
-    # B starts where the transition ends (less the fade), still playing the same audio at each instant
-    assert b.position == pytest.approx(x1 - fade) and b.position + b.length == pytest.approx(11.0)
-    assert b.take.start_offset == pytest.approx(1.0 + (x1 - fade - 5.0)) and b.fade_in == fade
+    # B starts where the transition ends (less the fade), playing on from where the clip's B material
+    # ended (the engine may have moved the joins), and still ends where its material ends (other.wav 7 s)
+    assert b.position == pytest.approx(x1 - fade) and b.fade_in == fade
+    assert b.take.start_offset + fade == pytest.approx(b_at_clip_end_s(sidecar(placed)), abs=0.002)
+    assert b.take.start_offset + b.length == pytest.approx(7.0)
     assert (placed.fade_in, placed.fade_out) == (fade, fade)
     (block,) = p.undo
     assert block["name"] == "Segue transition"
     assert f"item D_LENGTH {x0 + fade:.6f}" in block["changes"] and "item D_FADEINLEN 0.010000" in block["changes"]
+
+
+@pytest.mark.parametrize("case", ["moved", "stretched"])
+@pytest.mark.parametrize("lang", RUNNERS)
+def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(lang, case, env, tmp_path):
+    a_audio, b_audio = loops(case, seconds=9.0, rate=RATE)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    p = rs.Project(user_inputs="transition,,4,0,")
+    p.add_item(0.0, 8.0, a_file, start_offset=0.0)     # A: timeline [0, 8)
+    b = p.add_item(6.0, 8.0, b_file, start_offset=0.5)  # B: timeline [6, 14) plays b.wav [0.5, 8.5); join 7.0
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (placed,) = new_tracks(p, 2)
+    side = sidecar(placed)
+    assert engine_moved(side, 7.0, 1.5)                  # the request was --start 7.0 --b-start 1.5
+    if case == "stretched":
+        assert abs(side["prior"]["stretch_factor"] - 1.2) < 0.03
+    x1, fade = placed.position + placed.length, 0.01
+    assert placed.position == pytest.approx(side["offset_s"], abs=1e-6)
+    # B begins just before the clip's end and, at the clip's end, plays where the clip's B material ended
+    assert b.position == pytest.approx(x1 - fade)
+    assert b.take.start_offset + fade == pytest.approx(b_at_clip_end_s(side), abs=0.002)
+    assert b.take.start_offset + b.length == pytest.approx(8.5)     # ... and still ends where its material does
+    assert [u["name"] for u in p.undo] == ["Segue transition"]
 
 
 @pytest.mark.parametrize("lang", RUNNERS)

@@ -355,7 +355,7 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 		req.start_s = (join - wa.start) / rate
 		req.b_start_s = (join - wb.start) / rate
 		req.crossfade_s = xf / rate
-		return with_tempo ({ req = req, origin = wa.start, a = a, b = b }, wa.length)
+		return with_tempo ({ req = req, origin = wa.start, b_origin = wb.start, a = a, b = b }, wa.length)
 	end
 	if #regions ~= 1 then return nil, "select exactly one region for " .. task end
 	local r = regions[1]
@@ -386,6 +386,18 @@ end
 --- at timeline sample `origin` (all in session samples; the model's rate is not involved).
 function L.timeline_position (origin, offset_s, rate)
 	return origin + math.floor (offset_s * rate + 0.5)
+end
+
+--- A transition's B, placed so its audio continues the clip's B material: the timeline sample
+--- (before the edit) where B plays what must come right after the clip. The engine may have moved
+--- the joins and stretched B; segue-client's "transition" reply says which second of B's file
+--- the clip's end has reached (B's own time). Without it (an older client, a remote daemon) the
+--- requested joins stand: the clip's end is as far past the join in B as in A.
+function L.transition_b_target (plan, take, rate)
+	local t = take.transition
+	local b_s = (type (t) == "table" and type (t.b_at_clip_end_s) == "number") and t.b_at_clip_end_s
+		or (plan.req.b_start_s + take.offset_s + take.duration_s - plan.req.start_s)
+	return plan.b_origin + math.floor (b_s * rate + 0.5)
 end
 
 --- Find (or create) the output track.
@@ -420,9 +432,10 @@ end
 
 --- Place copies of the take regions at `position` on the output track, layered (take 1 on top: the
 --- one that plays; the others lie under it, to audition with Layers > Raise/Lower or in Stacked
---- layer display), named "Segue <label> take N". `trim` = { a = region, b = region } (a
---- transition) also trims A to end EDGE_FADE_S after the transition starts and B to start
---- EDGE_FADE_S before it ends, with fades over that overlap. All in one undo step.
+--- layer display), named "Segue <label> take N". `trim` = { a = region, b = region, b_target = sample }
+--- (a transition) also trims A to end EDGE_FADE_S after the transition starts, moves B so that
+--- what it played at b_target (L.transition_b_target) plays at the transition's end, and trims B to
+--- start EDGE_FADE_S before that end, with fades over the overlaps. All in one undo step.
 function L.place_takes (session, regions, position, track_name, label, trim)
 	local track = L.output_track (session, track_name or L.TRACK_NAME, 2)
 	local pl = track:playlist ()
@@ -448,6 +461,8 @@ function L.place_takes (session, regions, position, track_name, label, trim)
 		for _, r in ipairs ({ a, b }) do r:to_stateful ():clear_changes () end
 		a:trim_end (Temporal.timepos_t (position + fade))
 		a:to_audioregion ():set_fade_out_length (fade)
+		local shift = trim.b_target and (x1 - trim.b_target) or 0
+		if shift ~= 0 then b:set_position (Temporal.timepos_t (b:position ():samples () + shift)) end
 		b:trim_front (Temporal.timepos_t (x1 - fade))
 		b:to_audioregion ():set_fade_in_length (fade)
 		for _, r in ipairs ({ a, b }) do session:add_stateful_diff_command (r:to_statefuldestructible ()) end
@@ -553,7 +568,8 @@ function factory (params) return function ()
 		end
 		imported[#imported + 1] = region
 	end
-	local trim = (rv.task == "transition") and { a = plan.a, b = plan.b } or nil
+	local trim = (rv.task == "transition")
+		and { a = plan.a, b = plan.b, b_target = L.transition_b_target (plan, takes[1], rate) } or nil
 	L.place_takes (Session, imported, L.timeline_position (plan.origin, takes[1].offset_s, rate), L.TRACK_NAME,
 	               rv.task, trim)
 end end

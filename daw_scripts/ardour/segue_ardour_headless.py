@@ -83,7 +83,7 @@ def run(session_dir: str, name: str, task: str, *, track: str = "Source", marker
     clip_names = [stem] if len(paths) == 1 else [f"{stem}-take{i}" for i in range(1, len(paths) + 1)]
     session_file = Path(session_dir) / f"{name}.ardour"
     region_ids = [ardour_session.import_clip(session_file, p, c) for p, c in zip(paths, clip_names)]
-    trim = [track, marker] if task == "transition" else []
+    trim = [track, marker, str(result["b_target"])] if task == "transition" else []
     placed = _run_lua(["place", session_dir, name, ",".join(clip_names), str(result["position"]), out_track, task,
                        *trim], timeout_s, env)
     takes = []

@@ -8,9 +8,10 @@
 --   ardour7-lua segue_headless.lua render SESSION_DIR NAME TASK TRACK MARKER KEY=VALUE...
 --       prints "SEGUE_RESULT <json>" with the reply (every take's path), the timeline position and
 --       the session rate; KEY=VALUE are SegueLib.prepare's options (takes=3, snap=1, ...)
---   ardour7-lua segue_headless.lua place SESSION_DIR NAME CLIP1[,CLIP2...] POSITION TRACK LABEL [SRC_TRACK MARKER]
+--   ardour7-lua segue_headless.lua place SESSION_DIR NAME CLIP1[,CLIP2...] POSITION TRACK LABEL [SRC_TRACK MARKER [B_TARGET]]
 --       places the takes layered on TRACK (one undo step); with SRC_TRACK and MARKER (a transition)
---       also trims the two regions under the marker; prints "SEGUE_PLACED <track> <position> <length>"
+--       also trims the two regions under the marker, moving B so that what it played at timeline
+--       sample B_TARGET (the render step's "b_target") plays at the clip's end; prints "SEGUE_PLACED <track> <position> <length>"
 --       per take and "SEGUE_TRIMMED <name> <position> <length> <start>" per trimmed region
 
 local here = (debug.getinfo (1, "S").source:match ("^@(.*/)") or "./")
@@ -83,12 +84,15 @@ if mode == "render" then
 	local position = L.timeline_position (plan.origin, reply.offset_s, rate)
 	local paths = {}
 	for i, t in ipairs (takes) do paths[i] = json_string (t.path) end
+	local b_target = (task == "transition") and L.transition_b_target (plan, reply, rate) or -1
 	print (string.format ('SEGUE_RESULT {"path": %s, "paths": [%s], "offset_s": %.9f, "duration_s": %.9f, '
 	                      .. '"model_rate": %d, "session_rate": %d, "origin": %d, "position": %d, "input": %s, '
-	                      .. '"bpm": %.9f, "beat_offset_s": %.9f, "sel_start": %d, "sel_end": %d}',
+	                      .. '"bpm": %.9f, "beat_offset_s": %.9f, "sel_start": %d, "sel_end": %d, '
+	                      .. '"b_origin": %d, "b_target": %d}',
 	                      json_string (reply.path), table.concat (paths, ", "), reply.offset_s, reply.duration_s,
 	                      reply.sample_rate or 0, rate, plan.origin, position, json_string (plan.req.audio[1]),
-	                      plan.req.bpm, plan.req.beat_offset_s, plan.sel_start or -1, plan.sel_end or -1))
+	                      plan.req.bpm, plan.req.beat_offset_s, plan.sel_start or -1, plan.sel_end or -1,
+	                      plan.b_origin or -1, b_target))
 elseif mode == "place" then
 	local clip_names, position, track_name, label = arg[4], tonumber (arg[5]), arg[6], arg[7]
 	-- found by name, as the editor action finds what do_import created
@@ -102,7 +106,7 @@ elseif mode == "place" then
 	if arg[8] and arg[9] then
 		local sources = marked_regions (arg[8], arg[9])
 		if #sources ~= 2 then fail ("a transition trims two regions; found " .. #sources .. " under the marker") end
-		trim = { a = sources[1], b = sources[2] }
+		trim = { a = sources[1], b = sources[2], b_target = arg[10] and tonumber (arg[10]) or nil }
 	end
 	local placed, track = L.place_takes (s, regions, position, track_name, label, trim)
 	for _, nr in ipairs (placed) do

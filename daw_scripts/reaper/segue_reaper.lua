@@ -157,7 +157,11 @@ function S.parse_reply (text)
 			for obj in line:gmatch ("%b{}") do
 				local path = obj:match ('"path"%s*:%s*"(.-)"%s*[,}]')
 				local offset = tonumber (obj:match ('"offset_s"%s*:%s*(-?[%d%.eE+-]+)'))
-				if path and offset then takes[#takes + 1] = { path = unescape (path), offset_s = offset } end
+				-- a transition's "transition" object: the second of B's file the clip's end has reached
+				local b_end = tonumber (obj:match ('"b_at_clip_end_s"%s*:%s*(-?[%d%.eE+-]+)'))
+				if path and offset then
+					takes[#takes + 1] = { path = unescape (path), offset_s = offset, b_at_clip_end_s = b_end }
+				end
 			end
 			if #takes > 0 then return takes end
 		end
@@ -179,8 +183,10 @@ function S.render (task, args, choice)
 end
 
 --- One item at `position` on a new track whose takes are the rendered files (take 1 active), as one
---- undo block (AddMediaItemToTrack & co.: no dialog can pop up, unlike InsertMedia). `trim` = {a, b}
---- (transition): A ends and B starts at the new item's edges, overlapping it by EDGE_FADE_S, with fades.
+--- undo block (AddMediaItemToTrack & co.: no dialog can pop up, unlike InsertMedia). `trim` = {a, b, b_src}
+--- (transition): A ends and B starts at the new item's edges, overlapping it by EDGE_FADE_S, with fades;
+--- B is moved so that at the clip's end it plays b_src seconds of its source (where the clip's B
+--- material ended; nil keeps B's audio where it was on the timeline).
 function S.place (paths, position, label, trim)
 	reaper.Undo_BeginBlock ()
 	local index = reaper.CountTracks (0)
@@ -204,10 +210,12 @@ function S.place (paths, position, label, trim)
 		reaper.SetMediaItemInfo_Value (item, "D_FADEOUTLEN", f)
 		reaper.SetMediaItemInfo_Value (a.handle, "D_LENGTH", position + f - a.position)
 		reaper.SetMediaItemInfo_Value (a.handle, "D_FADEOUTLEN", f)
-		local cut = position + length - f - b.position
-		reaper.SetMediaItemInfo_Value (b.handle, "D_POSITION", b.position + cut)
-		reaper.SetMediaItemInfo_Value (b.handle, "D_LENGTH", b.length - cut)
-		reaper.SetMediaItemTakeInfo_Value (reaper.GetActiveTake (b.handle), "D_STARTOFFS", b.start_offset + cut)
+		local x1 = position + length
+		local offset = (trim[3] or source_time (b, x1)) - f       -- B's new start, in its source
+		local source_end = b.start_offset + b.length               -- B still ends where its material did
+		reaper.SetMediaItemInfo_Value (b.handle, "D_POSITION", x1 - f)
+		reaper.SetMediaItemInfo_Value (b.handle, "D_LENGTH", source_end - offset)
+		reaper.SetMediaItemTakeInfo_Value (reaper.GetActiveTake (b.handle), "D_STARTOFFS", offset)
 		reaper.SetMediaItemInfo_Value (b.handle, "D_FADEINLEN", f)
 		reaper.UpdateItemInProject (a.handle)
 		reaper.UpdateItemInProject (b.handle)
@@ -252,6 +260,7 @@ function S.run (choice)
 	if choice.task == "transition" then
 		trim = { items[1], items[2] }
 		if trim[2].position < trim[1].position then trim = { items[2], items[1] } end
+		trim[3] = takes[1].b_at_clip_end_s
 	end
 	S.place (paths, position, choice.task, trim)
 	return { position = position, path = takes[1].path, paths = paths, args = args }

@@ -206,10 +206,21 @@ def render(task: str, args: list[str], extra: list[str], *, takes: int = 1, time
     raise SegueReaperError(f"render failed: {e.get('code', proc.returncode)} {e.get('message', err.strip()[-300:])}")
 
 
-def place(paths: list[str], position: float, label: str, trim: Optional[tuple[Item, Item]] = None):
+def b_source_at_clip_end(take: dict) -> Optional[float]:
+    """The second of B's file that a transition clip's end has reached (segue-client's "transition"
+    reply: the engine may have moved the joins and stretched B); None when the reply lacks it."""
+    t = take.get("transition")
+    v = t.get("b_at_clip_end_s") if isinstance(t, dict) else None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def place(paths: list[str], position: float, label: str, trim: Optional[tuple[Item, Item]] = None,
+          b_source_s: Optional[float] = None):
     """One item at `position` on a new track whose takes are the rendered files (take 1 active), as
-    one undo block. `trim` (transition): A ends and B starts at the new item's edges, overlapping it
-    by EDGE_FADE_S with fades, so the timeline plays A, the transition, then B.
+    one undo block. `trim` (transition): A ends at the new item's start and B starts at its end,
+    overlapping it by EDGE_FADE_S with fades, so the timeline plays A, the transition, then B. B is
+    moved so that at the clip's end it plays `b_source_s` of its source (where the clip's B material
+    ended); None keeps B's audio where it was on the timeline.
 
     Built with AddMediaItemToTrack/AddTakeToMediaItem/PCM_Source_CreateFromFile (no dialog can
     pop up, unlike InsertMedia). Returns the new item."""
@@ -236,11 +247,14 @@ def place(paths: list[str], position: float, label: str, trim: Optional[tuple[It
                 _api("RPR_SetMediaItemInfo_Value")(item, parm, value)
             _api("RPR_SetMediaItemInfo_Value")(a.handle, "D_LENGTH", position + EDGE_FADE_S - a.position)
             _api("RPR_SetMediaItemInfo_Value")(a.handle, "D_FADEOUTLEN", EDGE_FADE_S)
-            cut = position + length - EDGE_FADE_S - b.position
+            x1 = position + length
+            at = b.source_time(x1) if b_source_s is None else b_source_s
+            offset = at - EDGE_FADE_S * b.playrate                  # B's new start, in its source
+            source_end = b.start_offset + b.length * b.playrate     # B still ends where its material did
             b_take = _api("RPR_GetActiveTake")(b.handle)
-            _api("RPR_SetMediaItemInfo_Value")(b.handle, "D_POSITION", b.position + cut)
-            _api("RPR_SetMediaItemInfo_Value")(b.handle, "D_LENGTH", b.length - cut)
-            _api("RPR_SetMediaItemTakeInfo_Value")(b_take, "D_STARTOFFS", b.start_offset + cut * b.playrate)
+            _api("RPR_SetMediaItemInfo_Value")(b.handle, "D_POSITION", x1 - EDGE_FADE_S)
+            _api("RPR_SetMediaItemInfo_Value")(b.handle, "D_LENGTH", (source_end - offset) / b.playrate)
+            _api("RPR_SetMediaItemTakeInfo_Value")(b_take, "D_STARTOFFS", offset)
             _api("RPR_SetMediaItemInfo_Value")(b.handle, "D_FADEINLEN", EDGE_FADE_S)
             for it in (a.handle, b.handle):
                 _api("RPR_UpdateItemInProject")(it)
@@ -284,7 +298,7 @@ def run(choice: dict) -> dict:
     takes = render(choice["task"], args, extra, takes=int(choice.get("takes") or 1))
     position = ref.timeline(float(takes[0]["offset_s"]))
     trim = tuple(sorted(items, key=lambda it: it.position)) if choice["task"] == "transition" else None
-    place([t["path"] for t in takes], position, choice["task"], trim)
+    place([t["path"] for t in takes], position, choice["task"], trim, b_source_at_clip_end(takes[0]))
     return {"position": position, "reply": takes[0], "takes": takes, "args": args}
 
 
