@@ -18,6 +18,7 @@ import pytest
 
 from support.daw_support import DAW_SCRIPTS, ServeProcess, best_lag, fft_resample, music, read_wav, write_wav
 from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.transition_loops import b_at_clip_end_s, engine_moved, loops, sidecar_of
 
 AUDACITY = DAW_SCRIPTS / "audacity"
 sys.path.insert(0, str(AUDACITY))
@@ -256,3 +257,44 @@ def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve):
     assert "job cancelled" in err and "nothing was placed" in err
     with AudacityPipe() as pipe:
         assert [t["name"] for t in pipe.info("Tracks")] == ["song"]
+
+
+@pytest.mark.parametrize("case", ["moved", "stretched"])
+def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(tmp_path, audacity, serve,
+                                                                                      case):
+    import json
+
+    a, loop_b = loops(case, seconds=9.0, rate=RATE)
+    b = np.concatenate([np.zeros((2, 7 * RATE), np.float32), loop_b], axis=1)   # sound from 7 s: 2 s over A
+    write_wav(tmp_path / "a.wav", a, RATE)
+    write_wav(tmp_path / "b.wav", b, RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "a.wav"))
+        pipe.command("Import2", Filename=str(tmp_path / "b.wav"))
+        pipe.command("Select", Start=7.0, End=9.0, Track=0, TrackCount=2, Mode="Set")
+    done = run_script(serve, "transition", "--model", "builtin", "--steps", "4", "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    tr = json.loads(done.stdout)
+    # join 8 s, crossfade 2.5 s: A exported from 1.5 s (6.5 s in), B from 5.5 s (2.5 s in)
+    assert tr["params"] == ["--start", "6.500000", "--b-start", "2.500000", "--crossfade", "2.500000"]
+    side = sidecar_of(tr["reply"]["path"])
+    assert engine_moved(side, 6.5, 2.5)
+    if case == "stretched":
+        assert abs(side["prior"]["stretch_factor"] - 1.2) < 0.03
+    assert tr["position_s"] == pytest.approx(1.5 + side["offset_s"], abs=1e-6)
+    x1 = tr["position_s"] + side["duration_s"]
+    with AudacityPipe() as pipe:
+        through = export_track(pipe, 2, 16.0, tmp_path / "through.wav")
+    # after the clip, the play-through track is B's track from where the clip's B material ended
+    at = 5.5 + b_at_clip_end_s(side)            # on B's track (before the edit), in seconds
+    n = int(1.5 * RATE)
+    got = through[0, int(round(x1 * RATE)) + 480:][:n]
+    want = b[0, int(round(at * RATE)) + 480:][:n]
+    lag, corr = best_lag(want, got, max_lag=20)
+    assert abs(lag) <= 2 and corr > 0.999, (lag, corr)
+    # one Undo takes back the track and the mutes together
+    with AudacityPipe() as pipe:
+        pipe.command("Undo")
+        assert len(pipe.info("Tracks")) == 2

@@ -17,7 +17,9 @@ Audacity must be running with mod-script-pipe enabled, and `segue serve` too. Th
    and imports that (Import2): a new track "Segue <task> <time>" with the clip exactly at the
    selection, as one undo step (one track, and one undo step, per take). A transition's track
    holds A up to the transition, the transition and B after it, with short fades; A and B are
-   muted in the same undo step, so the project plays A, the transition, then B.
+   muted in the same undo step, so the project plays A, the transition, then B. B's part starts
+   where the clip's B material ended (the engine may move the joins and stretch B; segue-client's
+   reply says where), and plays on at B's own tempo.
 
 Progress is printed on this terminal; Ctrl-C cancels the job in the daemon and places nothing.
 """
@@ -103,6 +105,7 @@ class Plan:
     origin_s: float
     restore: tuple[float, float, list[int]]
     tracks: tuple[dict, ...] = ()      # transition: the A and B tracks (for the play-through track)
+    b_origin_s: float = 0.0            # transition: where second 0 of B's input sits on the timeline
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def plan_request(pipe: AudacityPipe, task: str, sel: Selection, workdir: Path, *
         export_window(pipe, a["index"], *wa, pa)
         export_window(pipe, b["index"], *wb, pb)
         params = ["--start", f"{join - wa[0]:.6f}", "--b-start", f"{join - wb[0]:.6f}", "--crossfade", f"{xf:.6f}"]
-        return Plan(params, [str(pa), str(pb)], wa[0], restore, (a, b))
+        return Plan(params, [str(pa), str(pb)], wa[0], restore, (a, b), wb[0])
     if len(sel.tracks) != 1:
         raise SegueAudacityError(f"select exactly one audio track for {task} (got {len(sel.tracks)})")
     t = sel.tracks[0]
@@ -258,19 +261,34 @@ class PlayThrough:
     part_b: np.ndarray
 
 
+def b_source_at_clip_end(reply: dict, plan: Plan, position_s: float, duration_s: float) -> float:
+    """The second of B's input that a transition clip's end has reached: segue-client's "transition"
+    reply (the engine may have moved the joins and stretched B), else the requested joins."""
+    t = reply.get("transition")
+    if isinstance(t, dict) and isinstance(t.get("b_at_clip_end_s"), (int, float)):
+        return float(t["b_at_clip_end_s"])
+    return position_s + duration_s - plan.b_origin_s
+
+
 def export_play_through(pipe: AudacityPipe, plan: Plan, rate: int, position_s: float, duration_s: float,
-                        workdir: Path) -> PlayThrough:
-    """A's part ends EDGE_FADE_S after the transition starts; B's starts EDGE_FADE_S before it ends."""
+                        workdir: Path, b_source_s: Optional[float] = None) -> PlayThrough:
+    """A's part ends EDGE_FADE_S after the transition starts; B's starts EDGE_FADE_S before it ends,
+    with the audio B has `b_source_s` into its input at the clip's end (B continues the clip's B
+    material; None: B's audio where it is on the timeline). B plays on at its own tempo."""
     a, b = plan.tracks
     fade = EDGE_FADE_S
-    a0, b1 = float(a["start"]), float(b["end"])
+    a0, b_start, b1 = float(a["start"]), float(b["start"]), float(b["end"])
     stamp = f"segue-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     paths = workdir / f"{stamp}-through-a.wav", workdir / f"{stamp}-through-b.wav"
     x0, x1 = position_s, position_s + duration_s
+    from_s = (x1 if b_source_s is None else plan.b_origin_s + b_source_s) - fade   # on B's track, before the edit
     export_window(pipe, a["index"], a0, x0 + fade, paths[0])
-    export_window(pipe, b["index"], x1 - fade, b1, paths[1])
-    out = PlayThrough(int(round(a0 * rate)), read_at(str(paths[0]), rate), int(round((x1 - fade) * rate)),
-                      read_at(str(paths[1]), rate))
+    export_window(pipe, b["index"], max(from_s, b_start), b1, paths[1])
+    part_b = read_at(str(paths[1]), rate)
+    if from_s < b_start:     # B has no audio that early: silence up to its start
+        part_b = np.concatenate([np.zeros((part_b.shape[0], int(round((b_start - from_s) * rate))), np.float32),
+                                 part_b], axis=1)
+    out = PlayThrough(int(round(a0 * rate)), read_at(str(paths[0]), rate), int(round((x1 - fade) * rate)), part_b)
     for p in paths:
         p.unlink(missing_ok=True)
     return out
@@ -357,7 +375,9 @@ def render_selection(task: str, *, workdir: Path, client_args: list[str], contex
         stamp = time.strftime('%H%M%S')
         placed = []
         if task == "transition":
-            parts = export_play_through(pipe, plan, project_rate, position, float(replies[0]["duration_s"]), workdir)
+            duration = float(replies[0]["duration_s"])
+            parts = export_play_through(pipe, plan, project_rate, position, duration, workdir,
+                                        b_source_at_clip_end(replies[0], plan, position, duration))
             mute(pipe, plan.tracks)
         for n, reply in enumerate(replies, 1):
             name = f"Segue {task} {stamp}" + (f" take {n}" if len(replies) > 1 else "")
