@@ -11,6 +11,7 @@ import pytest
 from support.abletonosc_standin import Clip, LiveSet, StandInAbletonOSC
 from support.daw_support import DAW_SCRIPTS, music, read_wav, write_wav
 from support.daw_support import env, serve  # noqa: F401  (pytest fixtures, used by name)
+from support.transition_loops import b_at_clip_end_s, engine_moved, loops, sidecar_of
 
 sys.path.insert(0, str(DAW_SCRIPTS / "ableton"))
 import segue_live  # noqa: E402
@@ -146,3 +147,40 @@ def test_a_missing_segue_client_names_SEGUE_CLIENT(song, capsys, monkeypatch, tm
     code, out, err = run(LiveSet(clips={(0, 0): Clip(path, 0.0, 7.0)}), "continue", "--duration", "1",
                          capsys=capsys)
     assert code == 1 and "segue-client was not found" in err and "SEGUE_CLIENT" in err
+
+
+@pytest.mark.parametrize("case", ["moved", "stretched"])
+def test_a_transition_moves_the_markers_so_b_continues_where_the_clips_b_material_ends(env, tmp_path, capsys, case):
+    a_audio, b_audio = loops(case, seconds=9.0)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    live = LiveSet(clips={(0, 0): Clip(a_file, 0.0, 8.0, name="A"), (1, 0): Clip(b_file, 2.0, 9.0, name="B")},
+                   selected=(0, 0))
+    code, out, err = run(live, "transition", "--other", "2", "1", "--model", "builtin", "--steps", "4",
+                         capsys=capsys)
+    assert code == 0, err
+    # the request: A's end marker into B's start marker
+    assert out["args"][2:6] == ["--start", "8.000000", "--b-start", "2.000000"]
+    side = sidecar_of(out["path"])
+    assert engine_moved(side, 8.0, 2.0)
+    if case == "stretched":
+        assert abs(side["prior"]["stretch_factor"] - 1.2) < 0.03
+    assert live.clips[(0, 1)].file_path == out["path"]            # the transition, in A's next slot
+    # A now ends where the transition starts; B starts where the clip's B material ended
+    assert live.clips[(0, 0)].end_marker == pytest.approx(side["offset_s"], abs=1e-6)
+    assert live.clips[(1, 0)].start_marker == pytest.approx(b_at_clip_end_s(side), abs=0.002)
+    assert (live.clips[(0, 0)].start_marker, live.clips[(1, 0)].end_marker) == (0.0, 9.0)
+    assert out["trimmed"] == {"a_end_marker": live.clips[(0, 0)].end_marker,
+                              "b_start_marker": live.clips[(1, 0)].start_marker}
+
+
+def test_an_abletonosc_without_marker_setters_leaves_a_and_b_as_they_were_and_says_so(env, tmp_path, capsys):
+    a_audio, b_audio = loops("moved", seconds=9.0)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    live = LiveSet(clips={(0, 0): Clip(a_file, 0.0, 8.0), (1, 0): Clip(b_file, 2.0, 9.0)}, selected=(0, 0),
+                   markers_rw=False)
+    code, out, err = run(live, "transition", "--other", "2", "1", "--model", "builtin", "--steps", "4",
+                         capsys=capsys)
+    assert code == 0, err
+    assert out["trimmed"] is None and "did not take the new clip markers" in err
+    assert (live.clips[(0, 0)].end_marker, live.clips[(1, 0)].start_marker) == (8.0, 2.0)
+    assert live.clips[(0, 1)].file_path == out["path"]             # the transition is placed all the same

@@ -218,6 +218,45 @@ def place(live: AbletonOSC, track: int, after_scene: int, path: str, name: str) 
     return scene
 
 
+def b_source_at_clip_end(take: dict, a: dict, b: dict) -> float:
+    """The second of B's file that a transition clip's end has reached: segue-client's "transition"
+    reply (the engine may have moved the joins and stretched B), else the requested joins (A's end
+    marker and B's start marker)."""
+    t = take.get("transition")
+    if isinstance(t, dict) and isinstance(t.get("b_at_clip_end_s"), (int, float)):
+        return float(t["b_at_clip_end_s"])
+    return b["start_s"] + float(take["offset_s"]) + float(take["duration_s"]) - a["end_s"]
+
+
+def set_marker(live: AbletonOSC, clip: dict, marker: str, value: float) -> Optional[float]:
+    """Set a clip's start or end marker (seconds: the clip is unwarped) and return it as Live has it
+    (OSC floats are 32-bit); None if Live did not take it (an AbletonOSC without the setter, or a
+    value Live refuses). AbletonOSC does not answer setters, so the marker is read back."""
+    live.send(f"/live/clip/set/{marker}", clip["track"], clip["scene"], float(value))
+    try:
+        got = live.clip(clip["track"], clip["scene"], marker)
+    except LiveError:
+        return None
+    ok = isinstance(got, (int, float)) and abs(float(got) - value) < 1e-4
+    return float(got) if ok else None
+
+
+def trim_transition(live: AbletonOSC, a: dict, b: dict, take: dict) -> Optional[dict]:
+    """A's end marker to where the transition starts, B's start marker to where the clip's B material
+    ended, so A, the transition, then B play through. None if Live did not take both."""
+    a_end, b_start = float(take["offset_s"]), b_source_at_clip_end(take, a, b)
+    if not (a["start_s"] < a_end and b_start < b["end_s"]):
+        return None
+    a_set = set_marker(live, a, "end_marker", a_end)
+    if a_set is None:
+        return None
+    b_set = set_marker(live, b, "start_marker", b_start)
+    if b_set is None:
+        set_marker(live, a, "end_marker", a["end_s"])   # leave A as it was
+        return None
+    return {"a_end_marker": a_set, "b_start_marker": b_set}
+
+
 def run(args: argparse.Namespace, live: AbletonOSC) -> dict:
     track, scene = selected_clip(live)
     if args.task == "transition" and not args.other:
@@ -241,9 +280,10 @@ def run(args: argparse.Namespace, live: AbletonOSC) -> dict:
         if slot is None:
             break
         after = slot
+    trimmed = trim_transition(live, a, b, takes[0]) if b is not None and slots[0] is not None else None
     return {"track": track, "scene": scene, "placed_scene": slots[0], "placed_scenes": slots,
             "path": takes[0]["path"], "paths": [t["path"] for t in takes], "reply": takes[0], "args": cargs,
-            "grid": grid}
+            "grid": grid, "trimmed": trimmed}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -278,6 +318,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     finally:
         live.close()
+    if args.task == "transition" and out["placed_scene"] is not None and out["trimmed"] is None:
+        sys.stderr.write("segue-live: Live did not take the new clip markers (/live/clip/set/start_marker, "
+                         "end_marker); A and B keep theirs\n")
     if None in out["placed_scenes"]:
         left = out["paths"][len(out["placed_scenes"]) - 1:]
         sys.stderr.write(f"segue-live: Live cannot create an audio clip from a file through this AbletonOSC; "

@@ -5,7 +5,8 @@ reply conventions (getters answer on the same address with the object's indices 
 `/live/clip/get/file_path t s` -> `(t, s, path)`; `/live/view/get/selected_clip` -> `(track, scene)`
 as in AbletonOSC's view.py; unknown addresses -> `/live/error msg`). `create_audio_clip=True` adds
 `/live/clip_slot/create_audio_clip t s path` (Live 12.0.5's `ClipSlot.create_audio_clip`, which
-upstream AbletonOSC does not expose; forks do).
+upstream AbletonOSC does not expose; forks do). `markers_rw=True` answers `/live/clip/set/start_marker`
+and `end_marker` (the LOM's Clip.start_marker/end_marker are writable; setters get no reply).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class LiveSet:
     tempo: float = 120.0            # Song.tempo: quarter notes per minute
     signature_numerator: int = 4
     signature_denominator: int = 4
+    markers_rw: bool = True         # /live/clip/set/start_marker and end_marker (Clip.start_marker is rw in the LOM)
     log: list[tuple] = field(default_factory=list)
 
 
@@ -87,6 +89,14 @@ class StandInAbletonOSC:
             if clip is None:
                 return self._send("/live/error", f"no clip in slot {t} {s}")
             return self._send(address, t, s, getattr(clip, address.rsplit("/", 1)[1]))
+        if address in ("/live/clip/set/start_marker", "/live/clip/set/end_marker") and live.markers_rw:
+            clip = live.clips[(int(args[0]), int(args[1]))]
+            value = float(args[2])
+            start, end = (value, clip.end_marker) if address.endswith("start_marker") else (clip.start_marker, value)
+            if not start < end:   # Live refuses a start marker at or after the end marker (and vice versa)
+                return self._send("/live/error", f"Error handling OSC message: invalid marker {value}")
+            clip.start_marker, clip.end_marker = start, end
+            return None
         if address == "/live/clip/set/name":
             live.clips[(int(args[0]), int(args[1]))].name = str(args[2])
             return None
