@@ -288,11 +288,21 @@ class OscServer:
             m.unload(msg.args.get("model"))
             self._send(target, "/segue/ok", msg.id)
 
+    def _send_done(self, target: tuple, job_id: str, result: dict) -> None:
+        """One `/segue/take` per take (all of a `variations` job's), then `/segue/done` with take 1.
+
+        `/segue/done` keeps its four arguments, so a receiver written for one take still works."""
+        takes = [t for t in (result.get("takes") or [result]) if isinstance(t, dict)] or [result]
+        for n, t in enumerate(takes, 1):
+            self._send(target, "/segue/take", job_id, n, len(takes), str(t.get("path", "")),
+                       float(t.get("offset_s", 0.0)), float(t.get("duration_s", 0.0)))
+        first = takes[0]
+        self._send(target, "/segue/done", job_id, str(first.get("path", "")), float(first.get("offset_s", 0.0)),
+                   float(first.get("duration_s", 0.0)))
+
     def _send_final(self, target: tuple, job_id: str, job: Any) -> None:
         if job.state == "done":
-            r = job.result or {}
-            self._send(target, "/segue/done", job_id, str(r.get("path", "")), float(r.get("offset_s", 0.0)),
-                       float(r.get("duration_s", 0.0)))
+            self._send_done(target, job_id, job.result or {})
         else:
             err = job.error or {"code": "internal", "message": ""}
             self._send(target, "/segue/error", job_id, err["code"], err["message"][:1000])
@@ -313,8 +323,7 @@ class OscServer:
         elif ev.kind == "done":
             with self._lock:
                 self._sent_progress.pop(ev.job_id, None)
-            self._send(target, "/segue/done", ev.job_id, str(ev.data.get("path", "")),
-                       float(ev.data.get("offset_s", 0.0)), float(ev.data.get("duration_s", 0.0)))
+            self._send_done(target, ev.job_id, ev.data)
         elif ev.kind == "error":
             with self._lock:
                 self._sent_progress.pop(ev.job_id, None)
