@@ -317,7 +317,8 @@ def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -
     a_in = wa.track_audio[:, :wa.start + s(WIN_S)]
     b_in = wb.track_audio[:, wb.start:wb.start + s(B_INPUT_S)]
     join_a, join_b = wa.start + s(WIN_S / 2), s(WIN_S / 2)
-    mix, g0, g1 = transition_mix(a_in, b_in, join_a, join_b, xf)
+    # The plain crossfade baseline: the sine-law equal-power fade at the requested joins.
+    mix, g0, g1 = transition_mix(a_in, b_in, join_a, join_b, xf, curves=equal_power_curves)
     silence = mix.copy()
     silence[:, g0:g1] = splice(mix, np.zeros_like(mix), g0, g1, s(SEAM_MS / 1000))
     hard = np.concatenate([a_in[:, :join_a], b_in[:, join_b:]], axis=1)

@@ -51,6 +51,21 @@ def equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
 
 
+def smooth_equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-power curves (fade_out^2 + fade_in^2 = 1) that leave and reach 0 and 1 with zero slope.
+
+    The sine law's fade-in starts with a kink: 50 ms into a 2.5 s fade the incoming
+    clip is already at -30 dB, audible wherever the outgoing one has no energy (a
+    band-limited clip, a quiet bar). Warping the phase by a raised cosine keeps the
+    power constant and puts the incoming clip at -56 dB there.
+    """
+    if n <= 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    u = (np.arange(n, dtype=np.float64) + 0.5) / n
+    phase = 0.5 * (1.0 - np.cos(np.pi * u)) * (np.pi / 2)
+    return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
+
+
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Equal-power crossfade from `a` to `b` over their common length (channels, n)."""
     fo, fi = equal_power_curves(a.shape[-1])

@@ -16,7 +16,8 @@ from .errors import InvalidRequest
 from .guidance import EMBED_LOSSES, RECON_LOSSES, Guidance, LossTerm
 from .models.base import Model
 from .progress import ProgressTracker
-from .regions import Window, as_tensor, crossfade, equal_power_curves, frame_mask, frame_support, plan_window, splice
+from .regions import (Window, as_tensor, crossfade, frame_mask, frame_support, plan_window, smooth_equal_power_curves,
+                      splice)
 from .request import RenderRequest
 from .schema import MIN_REGION_S, REGION_OUT_OF_RANGE
 from .prior.edits import (_spliced, continuation_prior, crossfade_fill, infill_prior, loop_fill, make_sources,
@@ -436,11 +437,14 @@ def _join(stream: np.ndarray, gen: np.ndarray, context: int, seam: int) -> np.nd
     return out
 
 
-def transition_mix(a: np.ndarray, b: np.ndarray, join_a: int, join_b: int, xf: int) -> tuple[np.ndarray, int, int]:
+def transition_mix(a: np.ndarray, b: np.ndarray, join_a: int, join_b: int, xf: int, *,
+                   curves: Callable[[int], tuple[np.ndarray, np.ndarray]] = smooth_equal_power_curves,
+                   ) -> tuple[np.ndarray, int, int]:
     """The timeline A[:join_a] ++ B[join_b:] with a constant-power crossfade of `xf` samples centred on the join.
 
     Material A has after join_a (and B before join_b) feeds the crossfade; where
-    there is none, that side contributes silence. Returns (mix, gap_start, gap_stop).
+    there is none, that side contributes silence. `curves` shapes the fade (default:
+    equal power with smooth ends). Returns (mix, gap_start, gap_stop).
     """
     total = join_a + (b.shape[1] - join_b)
     mix = np.zeros((2, total), np.float32)
@@ -455,7 +459,7 @@ def transition_mix(a: np.ndarray, b: np.ndarray, join_a: int, join_b: int, xf: i
     b_part = np.zeros((2, len(idx)), np.float32)
     okb = (b_idx >= 0) & (b_idx < b.shape[1])
     b_part[:, okb] = b[:, b_idx[okb]]
-    fo, fi = equal_power_curves(len(idx))
+    fo, fi = curves(len(idx))
     mix[:, g0:g1] = a_part * fo + b_part * fi
     return mix, g0, g1
 

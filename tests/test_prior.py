@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.prior.analysis import analyse
-from engine.prior.edits import continuation_prior, infill_prior, make_sources, tempo_match
+from engine.prior.edits import continuation_prior, infill_prior, make_sources, onset_phase_shift, tempo_match
 from engine.render import render, render_audio
 from engine.request import PCMAudio, RenderRequest
 
@@ -161,6 +161,26 @@ def test_a_transition_between_loops_at_different_tempos_lands_beats_on_a_s_grid_
     beat = 0.5 * RATE
     grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
     assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
+
+
+@pytest.mark.parametrize("late_ms", [-60.0, 17.0, 40.0])
+def test_b_hits_that_come_late_on_the_timeline_are_measured_to_a_few_ms(late_ms):
+    a = drum_loop(120.0, 12.0, chords=False)
+    b = drum_loop(120.0, 12.0, chords=False, seed=3, offset=0.1 + late_ms / 1000.0)
+    join, xf = 6 * RATE, 2 * RATE
+    shift = onset_phase_shift(a.mean(axis=0), analyse(a, RATE), join, b.mean(axis=0), join, xf)
+    assert abs(shift / RATE * 1000.0 - late_ms) < 3.0
+
+
+def test_a_transition_corrects_a_tempo_the_short_clip_b_misjudged():
+    """B's own 8 s give its tempo only roughly; the stretched B's grid must run at A's tempo."""
+    from engine.prior.edits import _tempo_miss, transition_prior
+    a = drum_loop(120.0, 20.0, chords=False)
+    b = drum_loop(93.0, 8.0, chords=False, offset=0.17)
+    src = make_sources(["a"], [a], RATE)[0]
+    b2, an_b, _, _, info = transition_prior(src, b, "b", 16 * RATE, 2 * RATE, 2 * RATE)
+    assert abs(info.extra["stretch_factor"] - 120.0 / 93.0) < 0.01
+    assert abs(_tempo_miss(src.analysis, an_b)) < 0.01
 
 
 def test_tempo_match_folds_octaves():

@@ -5,7 +5,7 @@ import torch
 
 from engine.errors import Cancelled, InvalidRequest
 from engine.progress import CancelToken, ProgressTracker
-from engine.regions import equal_power_curves, frame_mask
+from engine.regions import equal_power_curves, frame_mask, smooth_equal_power_curves
 from engine.render import get_model, render, render_audio
 from engine.request import PCMAudio, RenderRequest
 from engine.tasks import generate_window, transition_mix
@@ -116,8 +116,17 @@ def test_transition_mix_is_constant_power_and_places_the_join():
     mix, g0, g1 = transition_mix(a, b, join_a=3 * RATE, join_b=RATE, xf=RATE)
     assert mix.shape == (2, 6 * RATE) and (g0, g1) == (int(2.5 * RATE), int(3.5 * RATE))
     assert mix[0, 0] == 1.0 and mix[0, -1] == 2.0
-    fo, fi = equal_power_curves(RATE)
+    fo, fi = smooth_equal_power_curves(RATE)
     assert np.allclose(mix[0, g0:g1], fo + 2 * fi)
+
+
+def test_transition_fades_keep_power_and_start_without_a_kink():
+    fo, fi = smooth_equal_power_curves(RATE)
+    assert np.allclose(fo.astype(np.float64) ** 2 + fi.astype(np.float64) ** 2, 1.0, atol=1e-6)
+    assert np.all(np.diff(fi) >= 0) and np.all(np.diff(fo) <= 0)
+    # 2 % into the fade the incoming clip is inaudible under the outgoing one (the sine law: -30 dB).
+    at = int(0.02 * RATE)
+    assert 20 * np.log10(fi[at]) < -50 < 20 * np.log10(equal_power_curves(RATE)[1][at])
 
 
 def test_transition_renders_the_crossfade_segment(clip):

@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..regions import equal_power_curves
-from .analysis import Analysis, analyse
+from ..regions import equal_power_curves, smooth_equal_power_curves
+from .analysis import FINE_HOP, Analysis, _mel_filterbank, analyse, fine_onset
 from .search import Candidate, align_to_sample, search_span
 
 SILENCE_DB = -70.0
@@ -249,7 +249,7 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
 
         srcs = [s.analysis for s in sources]
         cands = search_span(srcs[si], q, q, srcs, context_s=context_s, right=False, min_tail=min_tail,
-                            same_source=si, allowed=allowed, max_candidates=max(4, candidate + 1),
+                            same_source=si, allowed=allowed, max_candidates=max(JUNCTION_POOL, candidate + 1),
                             separation=max(min_loop // 2, 1), seam_emphasis=0.0)
         if not cands:
             if made == 0:
@@ -258,13 +258,17 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
                                  f"(needs more than {(min_loop + int(context_s * rate)) / rate:.1f} s before the cut)")
                 return None, info
             break
-        c = cands[min(candidate, len(cands) - 1)]
-        src = sources[c.source]
         cur = sources[si]
-        off = align_to_sample(_mono(cur.audio[:, :q]), _mono(src.audio), q, q, c.offset, right=False)
-        p = q + off
-        if p < 0 or p + min_tail > src.audio.shape[1]:
-            p = q + c.offset
+        placed = []
+        for c in cands:
+            off = align_to_sample(_mono(cur.audio[:, :q]), _mono(sources[c.source].audio), q, q, c.offset, right=False)
+            p = q + off
+            if p < 0 or p + min_tail > sources[c.source].audio.shape[1]:
+                p = q + c.offset
+            placed.append((c, p))
+        placed = _rank_by_junction(placed, cur.audio[:, :q], [sources[c.source].audio for c, _ in placed], rate)
+        c, p = placed[min(candidate, len(placed) - 1)]
+        src = sources[c.source]
         end = src.audio.shape[1] if c.source != 0 else cut
         take = min(end - p, need + seam)
         piece = src.audio[:, p:p + take].astype(np.float32)
@@ -288,6 +292,46 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
     info.match_ratio = float(np.mean(ratios)) if ratios else None
     info.extra = {"jumps": len(info.segments)}
     return stream, info
+
+
+JUNCTION_POOL = 6          # candidates a continuation jump weighs for its junction
+JUNCTION_TIE = 0.15        # ... among those within this fraction of the best context score
+JUNCTION_S = 0.05
+
+
+def _junction_distance(stream: np.ndarray, source: np.ndarray, p: int, rate: int) -> float:
+    """How unlike the stream's last 50 ms is the source's 50 ms before `p` (log-spectral L1)?
+
+    A jump joins the stream to what followed source sample p; the junction is seamless
+    when what preceded p sounds like what the stream ends with.
+    """
+    n = int(JUNCTION_S * rate)
+    if stream.shape[1] < n or p < n:
+        return np.inf
+    w = np.hanning(n)
+    fb = _mel_filterbank(rate, n, 40)[:, :n // 2 + 1] if n % 2 == 0 else _mel_filterbank(rate, n + 1, 40)
+
+    def spec(x: np.ndarray) -> np.ndarray:
+        mag = np.abs(np.fft.rfft(_mono(x) * w, n if n % 2 == 0 else n + 1))
+        return np.log(fb @ mag + 1e-4)
+
+    return float(np.mean(np.abs(spec(stream[:, -n:]) - spec(source[:, p - n:p]))))
+
+
+def _rank_by_junction(placed: list[tuple[Candidate, int]], stream: np.ndarray, audios: list[np.ndarray],
+                      rate: int) -> list[tuple[Candidate, int]]:
+    """The candidates whose context scores tie with the best (within JUNCTION_TIE) first, best junction first.
+
+    The context score judges the musical match over seconds; among near-equals the one
+    that meets the stream most smoothly at the sample where the jump is heard wins.
+    """
+    if len(placed) < 2:
+        return placed
+    best = min(c.score for c, _ in placed)
+    tie = [i for i, (c, _) in enumerate(placed) if c.score <= best + JUNCTION_TIE * abs(best)]
+    rest = [i for i in range(len(placed)) if i not in tie]
+    tie.sort(key=lambda i: _junction_distance(stream, audios[i], placed[i][1], rate))
+    return [placed[i] for i in tie + rest]
 
 
 def crossfade_fill(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -335,6 +379,14 @@ def tempo_match(a: Analysis, b: Analysis, max_ratio: float = 1.5) -> float:
     return float(best)
 
 
+def _tempo_miss(a: Analysis, b: Analysis) -> float:
+    """log(B's tempo / A's), octave-folded: 0 when B's grid runs at A's tempo (or its double or half)."""
+    if not (a.has_beat and b.has_beat):
+        return 0.0
+    r = np.log(b.tempo_bpm / a.tempo_bpm)
+    return float(min((r + k * np.log(2.0) for k in (-1, 0, 1)), key=abs))
+
+
 def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
                      search_s: float = 4.0) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
@@ -348,13 +400,23 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     rate = an_a.sample_rate
     an_b0 = analyse(b_audio, rate)
     factor = tempo_match(an_a, an_b0)
+    b, an_b = b_audio, an_b0
     if factor != 1.0:
-        b = pedalboard.time_stretch(np.ascontiguousarray(b_audio, np.float32), float(rate), stretch_factor=factor)
-        b = np.ascontiguousarray(b[:, :], np.float32)
-        an_b = analyse(b, rate, bpm_hint=an_a.tempo_bpm)
+        def stretched(f: float) -> tuple[np.ndarray, Analysis]:
+            out = pedalboard.time_stretch(np.ascontiguousarray(b_audio, np.float32), float(rate), stretch_factor=f)
+            out = np.ascontiguousarray(out, np.float32)
+            return out, analyse(out, rate, bpm_hint=an_a.tempo_bpm)
+
+        b, an_b = stretched(factor)
+        # B's tempo from a clip of a few seconds can be off by a few percent, and then its
+        # beats drift off A's grid within a bar. The stretched B's own grid says by how much:
+        # one corrective stretch, kept only if it lands nearer A's tempo.
+        miss = _tempo_miss(an_a, an_b)
+        if abs(miss) > 0.005 and 1 / 1.5 <= factor * np.exp(-miss) <= 1.5:
+            b2, an_b2 = stretched(factor * float(np.exp(-miss)))
+            if abs(_tempo_miss(an_a, an_b2)) < abs(miss):
+                factor, b, an_b = factor * float(np.exp(-miss)), b2, an_b2
         join_b = int(round(join_b / factor))
-    else:
-        b, an_b = b_audio, an_b0
     info = PriorInfo(kind="similarity", tempo_bpm=an_a.tempo_bpm, beat_tracked=an_a.has_beat and an_b.has_beat)
     info.extra = {"tempo_b_bpm": an_b0.tempo_bpm, "stretch_factor": factor}
     half = xf // 2
@@ -391,7 +453,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         info.extra["join_score"] = best[0]
         join_a, join_b = best[1], best[2]
         if info.beat_tracked:
-            shift = onset_phase_shift(an_a, join_a, an_b, join_b)
+            shift = onset_phase_shift(_mono(a_src.audio), an_a, join_a, _mono(b), join_b, xf)
             if jb_ok(join_b + shift):
                 join_b += shift
                 info.extra["phase_shift_ms"] = round(1000.0 * shift / rate, 2)
@@ -420,7 +482,7 @@ def crossfade_dip_db(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, x
     if ka[0] < 0 or kb[0] < 0 or ka[-1] >= an_a.frames or kb[-1] >= an_b.frames:
         return 0.0
     pa, pb = 10 ** (an_a.rms_db[ka] / 10), 10 ** (an_b.rms_db[kb] / 10)
-    fo, fi = equal_power_curves(n)
+    fo, fi = smooth_equal_power_curves(n)   # the curves transition_mix uses
     mix = float(np.mean(pa * fo ** 2 + pb * fi ** 2))
     side = int(side_s * an_a.sample_rate / hop)
     before = an_a.rms_db[max(0, ka[0] - side):ka[0]]
@@ -431,33 +493,37 @@ def crossfade_dip_db(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, x
     return 10 * np.log10(sides / max(mix, 1e-12))
 
 
-def onset_phase_shift(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, span_s: float = 4.0) -> int:
+def onset_phase_shift(a_mono: np.ndarray, an_a: Analysis, join_a: int, b_mono: np.ndarray, join_b: int, xf: int,
+                      span_s: float = 4.0) -> int:
     """Samples to add to B's join so B's onsets fall where A's do, within half a beat.
 
-    Tracked beats can sit on the off-beat; the onsets themselves cannot. A's onset
-    envelope over the `span_s` before its join and B's over the `span_s` after its join
-    are each folded on A's beat period, and the circular cross-correlation of the two
-    folded patterns (peak interpolated to a fraction of a frame) gives B's phase lag.
+    Tracked beats can sit on the off-beat; the onsets themselves cannot. The parts a
+    listener hears alone are compared: A's `span_s` before the crossfade and B's
+    `span_s` after it. Each fine onset envelope (2.9 ms frames) is folded on A's beat
+    period onto the shared timeline (B's sample `join_b` plays at A's `join_a`), and
+    the circular cross-correlation of the two folded patterns (peak interpolated)
+    gives B's phase lag.
     """
     if an_a.tempo_bpm is None:
         return 0
-    hop = an_a.hop
-    period = 60.0 / an_a.tempo_bpm * an_a.sample_rate / hop           # frames
-    nb = max(4, int(np.ceil(period)))
-    span = int(span_s * an_a.sample_rate / hop)
+    rate = an_a.sample_rate
+    period = 60.0 / an_a.tempo_bpm * rate                              # samples
+    nb = max(8, int(round(period / FINE_HOP)))
+    half, span = xf // 2, int(span_s * rate)
 
-    def folded(onset: np.ndarray, ref: int, lo: int, hi: int) -> np.ndarray:
-        k = np.arange(max(0, lo), min(len(onset), hi))
+    def folded(mono: np.ndarray, lo: int, hi: int, to_timeline: int) -> np.ndarray:
+        env, centres = fine_onset(mono, rate, lo, hi)
         out = np.zeros(nb)
-        if len(k) == 0:
+        if len(env) == 0:
             return out
-        phase = np.mod(k - ref, period) / period * nb
-        np.add.at(out, np.minimum(phase.astype(int), nb - 1), onset[k])
-        return out - out.mean()
+        phase = np.mod(centres + to_timeline, period) / period * nb
+        np.add.at(out, np.minimum(phase.astype(int), nb - 1), env)
+        out -= out.mean()
+        k = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2)               # a frame or two of jitter
+        return np.convolve(np.concatenate([out[-3:], out, out[:3]]), k / k.sum(), "valid")
 
-    ja, jb = join_a / hop, join_b / hop
-    fa = folded(an_a.onset, ja, int(ja) - span, int(ja))
-    fb = folded(an_b.onset, jb, int(jb), int(jb) + span)
+    fa = folded(a_mono, join_a - half - span, join_a - half, 0)
+    fb = folded(b_mono, join_b + (xf - half), join_b + (xf - half) + span, join_a - join_b)
     if not fa.any() or not fb.any():
         return 0
     c = np.real(np.fft.ifft(np.conj(np.fft.fft(fa)) * np.fft.fft(fb)))   # c[s] = sum fa[p] fb[p + s]
@@ -465,10 +531,10 @@ def onset_phase_shift(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, 
     y0, y1, y2 = c[(i - 1) % nb], c[i], c[(i + 1) % nb]
     den = y0 - 2 * y1 + y2
     frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5)) if den < 0 else 0.0
-    lag = (i + frac) / nb * period                                     # frames, in [0, period)
+    lag = (i + frac) / nb * period                                     # samples B's hits come late, in [0, period)
     if lag > period / 2:
         lag -= period
-    return int(round(lag * hop))
+    return int(round(lag))      # B late by `lag`: start B that much later in its own time
 
 
 def _frames(an: Analysis, start: int, stop: int) -> np.ndarray:
