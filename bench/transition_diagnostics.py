@@ -1,0 +1,116 @@
+"""Why a transition's beats or seams score as they do, pair by pair (the windows of `bench/quality.py`).
+
+For each held-out pair the retrieval prior's transition is built directly (no model:
+transitions are not refined by default) and reported beside what the beat metric
+itself can see:
+
+- A's tempo as the prior tracks it and as the metric's period estimate has it, B's
+  tempo before and after the stretch, the stretch factor and the phase shift applied;
+- the beat offset of B after the crossfade against A's grid, and the metric's floor
+  (A's own track running on across the same span): where the floor is off, the metric
+  cannot measure that pair;
+- seam flux at the crossfade's edges, for the prior's joins and for the plain crossfade
+  at the requested joins, each next to the flux the material itself has at those
+  positions (A's track at the first edge, B's at the second): the part of the seam
+  flux the edit adds is the difference.
+
+    python bench/transition_diagnostics.py [--windows 16] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import quality as Q  # noqa: E402
+from engine.metrics import beat_offset_ms, beat_period_s, seam_stats  # noqa: E402
+from engine.prior.edits import make_sources, transition_prior  # noqa: E402
+from engine.regions import equal_power_curves  # noqa: E402
+from engine.tasks import transition_mix  # noqa: E402
+
+RATE = Q.RATE
+
+
+def s(x: float) -> int:
+    return int(round(x * RATE))
+
+
+def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
+    xf = s(Q.XF_S)
+    a_in = wa.track_audio[:, :wa.start + s(Q.WIN_S)]
+    b_in = wb.track_audio[:, wb.start:wb.start + s(Q.B_INPUT_S)]
+    join_a, join_b = wa.start + s(Q.WIN_S / 2), s(Q.WIN_S / 2)
+    src = make_sources(["a"], [a_in], RATE)[0]
+    b2, an_b, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
+    mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
+    plain, p0, p1 = transition_mix(a_in, b_in, join_a, join_b, xf, curves=equal_power_curves)
+    period = beat_period_s(a_in[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
+    side = s(Q.BEAT_SIDE_S)
+    tail = xf - xf // 2
+
+    def flux(x: np.ndarray, at: int) -> float:
+        return seam_stats(x, at, RATE).flux
+
+    return {
+        "a": wa.track, "b": wb.track,
+        "tempo_a_bpm": src.analysis.tempo_bpm, "metric_tempo_a_bpm": 60.0 / period,
+        "tempo_b_bpm": info.extra["tempo_b_bpm"], "stretch_factor": info.extra["stretch_factor"],
+        "tempo_b_stretched_bpm": an_b.tempo_bpm, "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0),
+        "beat_offset_ms": beat_offset_ms(mix, (g0 - side, g0), (g1, min(mix.shape[1], g1 + side)), period, RATE),
+        "floor_offset_ms": beat_offset_ms(wa.track_audio, (g0 - side, g0), (g1, g1 + side), period, RATE),
+        "seam_flux": float(np.mean([flux(mix, g0), flux(mix, g1)])),
+        "seam_flux_material": float(np.mean([flux(wa.track_audio, g0), flux(b2, jb + tail)])),
+        "plain_seam_flux": float(np.mean([flux(plain, p0), flux(plain, p1)])),
+        "plain_seam_flux_material": float(np.mean([flux(wa.track_audio, p0), flux(b_in, join_b + tail)])),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--windows", type=int, default=16)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    ws = Q.held_out_windows(args.data, args.windows)
+    k = max(1, len(ws) // 3)                       # the pairing of bench/quality.py
+    pairs = [(wa, ws[(i + k) % len(ws)]) for i, wa in enumerate(ws)]
+    pairs = [(wa, wb) for wa, wb in pairs if wa.group != wb.group]
+    rows = []
+    print("| A -> B | A BPM (metric's) | B BPM -> stretched (factor) | shift ms | beat offset ms | floor ms |")
+    print("|---|---|---|---|---|---|")
+    for wa, wb in pairs:
+        r = pair_report(wa, wb)
+        rows.append(r)
+        bpm = lambda v: f"{v:.1f}" if v else "none"  # noqa: E731
+        print(f"| {r['a']} -> {r['b']} | {bpm(r['tempo_a_bpm'])} ({r['metric_tempo_a_bpm']:.1f}) | "
+              f"{bpm(r['tempo_b_bpm'])} -> {bpm(r['tempo_b_stretched_bpm'])} (x{r['stretch_factor']:.3f}) | "
+              f"{r['phase_shift_ms']:+.1f} | {r['beat_offset_ms']:+.1f} | {r['floor_offset_ms']:+.1f} |", flush=True)
+    off = np.array([abs(r["beat_offset_ms"]) for r in rows])
+    floor_ok = np.array([abs(r["floor_offset_ms"]) <= 10.0 for r in rows])
+    both = np.array([bool(r["tempo_a_bpm"] and r["tempo_b_bpm"]) for r in rows])
+    summary = {
+        "pairs": len(rows),
+        "beat_offset_abs_ms": float(off.mean()), "within_10ms": float((off <= 10).mean()),
+        "floor_within_10ms": float(floor_ok.mean()),
+        "within_10ms_where_floor_within_10ms": float((off[floor_ok] <= 10).mean()) if floor_ok.any() else None,
+        "within_10ms_where_both_tracked_and_floor_ok": (float((off[floor_ok & both] <= 10).mean())
+                                                         if (floor_ok & both).any() else None),
+        "pairs_both_tracked_and_floor_ok": int((floor_ok & both).sum()),
+        **{k: float(np.mean([r[k] for r in rows])) for k in
+           ("seam_flux", "seam_flux_material", "plain_seam_flux", "plain_seam_flux_material")},
+    }
+    print()
+    for k, v in summary.items():
+        print(f"{k}: {v if not isinstance(v, float) else round(v, 3)}")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "pairs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
