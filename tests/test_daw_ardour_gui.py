@@ -9,6 +9,11 @@ session Ardour saves: the clip lies on the "Segue" track at the sample the reque
 Ctrl+Z removes exactly that clip; Cancel in the progress window cancels the job in the daemon and
 places nothing. A screenshot of the editor with the placed clip is kept (SEGUE_TEST_ARTIFACTS,
 default: the test's temporary folder).
+
+Nothing depends on a fixed screen layout: Xvfb runs at a size the test chooses (SCREEN, or
+SEGUE_GUI_SCREEN=WxH), windows are found by title and measured with xdotool, the timeline's
+position and scale are read off a screenshot (the region, of known time span, is the one wide
+bright block in the editor), and the dialogs are answered with the keyboard.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -35,13 +41,50 @@ TOOLS = ("ardour", "ardour7-lua", "Xvfb", "xdotool", "xwd")
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                                 reason="the Ardour GUI test needs ardour, Xvfb, xdotool and xwd; run .ci/install_daw.sh")
 RATE = 48000
-SCREEN = (1600, 1000)
-# Layout of a fresh Ardour 7.3 editor on a 1600x1000 screen at the default zoom (checked with
-# screenshots): the timeline's 0 s and its scale, and the vertical middle of the first track.
-TIMELINE_X0, PX_PER_S, SOURCE_TRACK_Y = 219, 23.6, 360
-# Offsets inside the script's dialog and progress window (GTK lays them out the same every time).
-DIALOG_STEPS, DIALOG_OK = (325, 73), (379, 262)
-PROGRESS_CANCEL = (200, 62)
+SCREEN = tuple(int(v) for v in os.environ.get("SEGUE_GUI_SCREEN", "1440x900").split("x"))
+REGION_S = (2.0, 8.0)       # the Source region's span on the timeline (make_session)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        return self.x + self.width // 2, self.y + self.height // 2
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where the editor draws time: x of 0 s and pixels per second, and the Source track's middle row."""
+
+    x0: float
+    px_per_s: float
+    track_y: int
+
+    def x(self, seconds: float) -> float:
+        return self.x0 + seconds * self.px_per_s
+
+
+def find_timeline(rgb: np.ndarray, span_s: tuple[float, float] = REGION_S) -> Timeline:
+    """The timeline from a screenshot: the region is the block of bright pixels (Ardour draws a
+    region's body far lighter than the lanes, rulers and headers; grid lines are one pixel wide)
+    at least 40 px wide on many rows; its left and right edges are span_s on the timeline."""
+    bright = rgb.astype(np.int16).mean(axis=2) > 160
+    runs: dict[tuple[int, int], list[int]] = {}
+    for y in range(bright.shape[0]):
+        d = np.diff(np.r_[0, bright[y].astype(np.int8), 0])
+        for a, b in zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]):
+            if b - a >= 40:
+                runs.setdefault((int(a), int(b)), []).append(y)
+    assert runs, "no region found in the editor screenshot"
+    (a, b), rows = max(runs.items(), key=lambda kv: len(kv[1]))
+    assert len(rows) >= 8, f"no region-sized block in the editor screenshot (best: {a}-{b} on {len(rows)} rows)"
+    px_per_s = (b - a) / (span_s[1] - span_s[0])
+    return Timeline(a - span_s[0] * px_per_s, px_per_s, (rows[0] + rows[-1]) // 2)
 
 
 def lua_long_string(text: str) -> str:
@@ -112,14 +155,14 @@ class Gui:
     def xdo(self, *args: str) -> str:
         return subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=30).stdout
 
-    def window(self, name: str, timeout_s: float = 60.0) -> Optional[tuple[int, int]]:
-        """Top-left corner of the visible window whose title matches `name` (a regex), once it shows."""
+    def window(self, name: str, timeout_s: float = 60.0) -> Optional[Geometry]:
+        """Position and size of the visible window whose title matches `name` (a regex), once it shows."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             ids = self.xdo("search", "--onlyvisible", "--name", name).split()
             if ids:
                 geo = dict(line.split("=") for line in self.xdo("getwindowgeometry", "--shell", ids[0]).split())
-                return int(geo["X"]), int(geo["Y"])
+                return Geometry(int(geo["X"]), int(geo["Y"]), int(geo["WIDTH"]), int(geo["HEIGHT"]))
             assert self.ardour.poll() is None, "Ardour exited"
             time.sleep(0.2)
         return None
@@ -131,9 +174,24 @@ class Gui:
         self.xdo("mousemove", str(int(x0)), str(int(y)), "mousedown", "1", "mousemove", str(int((x0 + x1) / 2)),
                  str(int(y)), "sleep", "0.2", "mousemove", str(int(x1)), str(int(y)), "sleep", "0.2", "mouseup", "1")
 
-    def key(self, *keys: str) -> None:
-        self.xdo("mousemove", "800", "600")       # keyboard focus follows the pointer (no window manager)
+    def key(self, *keys: str, into: Optional[Geometry] = None) -> None:
+        """Keys to the window `into` (default: the editor): with no window manager, keyboard focus
+        follows the pointer, so the pointer goes to the window's middle first (clamped to the screen)."""
+        into = into or self.main
+        x, y = into.centre
+        self.xdo("mousemove", str(min(max(x, 0), SCREEN[0] - 1)), str(min(max(y, 0), SCREEN[1] - 1)))
         self.xdo("key", *keys)
+
+    @property
+    def main(self) -> Geometry:
+        geo = self.window(r"^\*?song - Ardour$", 5)   # "*": unsaved changes
+        assert geo, "the editor window is gone"
+        return geo
+
+    def timeline(self, path: Path) -> Timeline:
+        """The editor's timeline as it is drawn now (screenshot kept at `path`)."""
+        self.screenshot(path)
+        return find_timeline(read_png(path))
 
     def action(self, name: str) -> None:
         from pythonosc.udp_client import SimpleUDPClient
@@ -170,6 +228,20 @@ class Gui:
                                 "length": int(length[1:]) * RATE // 282240000})
             out[pl.get("name")] = regions
         return out
+
+
+def read_png(path: Path) -> np.ndarray:
+    """The RGB pixels (h, w, 3) of a PNG written by `png` (8-bit RGB, filter 0 on every row)."""
+    data, pos, idat = path.read_bytes(), 8, b""
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    return np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)[:, 1:].reshape(h, w, 3)
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -218,27 +290,31 @@ def gui(tmp_path, serve):
         g.stop()
 
 
-def run_action(gui: Gui, steps: int) -> tuple[int, int]:
-    """Range 4.0-5.5 s on the Source track, trigger the action, set the steps, OK; returns the dialog's corner."""
+def run_action(gui: Gui, steps: int, tl: Timeline) -> Geometry:
+    """Range 4.0-5.5 s on the Source track, trigger the action, set the steps, OK; returns the dialog's geometry.
+
+    The dialog opens with the Preset entry focused (the Task dropdown takes no keyboard focus); Tab
+    moves to Steps, typing replaces its text; two Shift+Tabs go back past Preset and wrap round to
+    the last button, OK, which Space presses. (Return in a field does not answer this dialog.)"""
     gui.key("r")                                     # the range tool
-    gui.drag(TIMELINE_X0 + 4.0 * PX_PER_S, TIMELINE_X0 + 5.5 * PX_PER_S, SOURCE_TRACK_Y)
-    gui.xdo("mousemove", "800", "200")
+    gui.drag(tl.x(4.0), tl.x(5.5), tl.track_y)
     gui.action("LuaAction/script-1")
-    corner = gui.window("^Segue$", 30)
-    assert corner, "the script's dialog did not open"
-    x, y = corner
-    gui.xdo("mousemove", str(x + DIALOG_STEPS[0]), str(y + DIALOG_STEPS[1]), "click", "--repeat", "3", "1")
+    dialog = gui.window("^Segue$", 30)
+    assert dialog, "the script's dialog did not open"
+    gui.key("Tab", into=dialog)
     gui.xdo("key", "ctrl+a")
     gui.xdo("type", str(steps))
-    gui.xdo("key", "Tab")
-    gui.click(x + DIALOG_OK[0], y + DIALOG_OK[1])
-    return corner
+    gui.xdo("key", "shift+Tab", "shift+Tab", "space")
+    return dialog
 
 
 def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui, serve, tmp_path):
     art = Path(os.environ.get("SEGUE_TEST_ARTIFACTS", tmp_path))
     art.mkdir(parents=True, exist_ok=True)
-    run_action(gui, steps=8)
+    tl = gui.timeline(art / "ardour-gui-start.png")
+    # the region [2 s, 8 s) at Ardour's default zoom: a sanity check on the reading, not a layout constant
+    assert 10 < tl.px_per_s < 100 and 0 < tl.x0 < SCREEN[0] and 0 < tl.track_y < SCREEN[1], tl
+    run_action(gui, steps=8, tl=tl)
     try:
         assert wait_for(lambda: [s for s in job_states(serve) if s[0] not in ("queued", "running")], 240,
                         "the render to finish") == [("done", None)]
@@ -271,14 +347,14 @@ def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui
 
     # Cancel in the progress window: the daemon cancels the job, nothing is placed
     done_before = len(job_states(serve))
-    run_action(gui, steps=1000)
+    run_action(gui, steps=1000, tl=tl)
     assert gui.window("^Segue infill$", 60), "no progress window"
     # the window is drawn (and its Cancel button can take a click) once progress lines arrive
     wait_for(lambda: ("running", None) in job_states(serve)[done_before:], 60, "the job to start")
     time.sleep(3.0)
-    corner = gui.window("^Segue infill$", 5)
+    progress = gui.window("^Segue infill$", 5)
     gui.screenshot(art / "ardour-gui-progress.png")
-    gui.click(corner[0] + PROGRESS_CANCEL[0], corner[1] + PROGRESS_CANCEL[1])
+    gui.key("Return", into=progress)                 # its one button, Cancel, has the focus
     states = wait_for(lambda: [s for s in job_states(serve)[done_before:] if s[0] != "running" and s[0] != "queued"],
                       60, "the job to end")
     assert states == [("cancelled", "cancelled")]
