@@ -70,9 +70,10 @@ class Timeline:
 
 
 def find_timeline(rgb: np.ndarray, span_s: tuple[float, float] = REGION_S) -> Timeline:
-    """The timeline from a screenshot: the region is the block of bright pixels (Ardour draws a
-    region's body far lighter than the lanes, rulers and headers; grid lines are one pixel wide)
-    at least 40 px wide on many rows; its left and right edges are span_s on the timeline."""
+    """The timeline from a screenshot: regions are blocks of bright pixels (Ardour draws a region's
+    body far lighter than the lanes, rulers and headers; grid lines are one pixel wide) at least
+    40 px wide on many rows; the left edge of the first and the right edge of the last are span_s
+    (the first region's start and the last one's end) on the timeline."""
     bright = rgb.astype(np.int16).mean(axis=2) > 160
     runs: dict[tuple[int, int], list[int]] = {}
     for y in range(bright.shape[0]):
@@ -81,8 +82,10 @@ def find_timeline(rgb: np.ndarray, span_s: tuple[float, float] = REGION_S) -> Ti
             if b - a >= 40:
                 runs.setdefault((int(a), int(b)), []).append(y)
     assert runs, "no region found in the editor screenshot"
-    (a, b), rows = max(runs.items(), key=lambda kv: len(kv[1]))
-    assert len(rows) >= 8, f"no region-sized block in the editor screenshot (best: {a}-{b} on {len(rows)} rows)"
+    blocks = {k: rows for k, rows in runs.items() if len(rows) >= 8}
+    assert blocks, f"no region-sized block in the editor screenshot ({len(runs)} short ones)"
+    a, b = min(k[0] for k in blocks), max(k[1] for k in blocks)
+    rows = sorted(y for r in blocks.values() for y in r)
     px_per_s = (b - a) / (span_s[1] - span_s[0])
     return Timeline(a - span_s[0] * px_per_s, px_per_s, (rows[0] + rows[-1]) // 2)
 
@@ -188,10 +191,11 @@ class Gui:
         assert geo, "the editor window is gone"
         return geo
 
-    def timeline(self, path: Path) -> Timeline:
-        """The editor's timeline as it is drawn now (screenshot kept at `path`)."""
+    def timeline(self, path: Path, span_s: tuple[float, float] = REGION_S) -> Timeline:
+        """The editor's timeline as it is drawn now (screenshot kept at `path`); `span_s`: from the
+        first region's start to the last one's end."""
         self.screenshot(path)
-        return find_timeline(read_png(path))
+        return find_timeline(read_png(path), span_s)
 
     def action(self, name: str) -> None:
         from pythonosc.udp_client import SimpleUDPClient
@@ -225,7 +229,8 @@ class Gui:
             for r in pl.iter("Region"):
                 length, _, position = r.get("length", "").partition("@")
                 regions.append({"name": r.get("name"), "position": int(position[1:]) * RATE // 282240000,
-                                "length": int(length[1:]) * RATE // 282240000})
+                                "length": int(length[1:]) * RATE // 282240000,
+                                "start": int(r.get("start", "a0")[1:]) * RATE // 282240000})
             out[pl.get("name")] = regions
         return out
 
@@ -271,12 +276,8 @@ def job_states(serve) -> list[tuple[str, Optional[str]]]:
         return c.execute("SELECT state, error_code FROM jobs ORDER BY accepted_at").fetchall()
 
 
-@pytest.fixture
-def gui(tmp_path, serve):
-    import sys
-    sys.path.insert(0, str(DAW_SCRIPTS / "ardour"))
-    from test_daw_ardour import make_session
-    session, _ = make_session(tmp_path, (4 * RATE, 5 * RATE))       # region [2 s, 8 s) on track Source
+def open_gui(session: Path, tmp_path: Path, serve):
+    """Ardour's GUI on `session` (its OSC surface switched on), once the editor is up."""
     f = session / "song.ardour"
     f.write_text(f.read_text().replace('<Protocol name="Open Sound Control (OSC)" active="0"',
                                        '<Protocol name="Open Sound Control (OSC)" active="1"'))
@@ -290,14 +291,32 @@ def gui(tmp_path, serve):
         g.stop()
 
 
-def run_action(gui: Gui, steps: int, tl: Timeline) -> Geometry:
-    """Range 4.0-5.5 s on the Source track, trigger the action, set the steps, OK; returns the dialog's geometry.
+@pytest.fixture
+def gui(tmp_path, serve):
+    import sys
+    sys.path.insert(0, str(DAW_SCRIPTS / "ardour"))
+    from test_daw_ardour import make_session
+    session, _ = make_session(tmp_path, (4 * RATE, 5 * RATE))       # region [2 s, 8 s) on track Source
+    yield from open_gui(session, tmp_path, serve)
+
+
+@pytest.fixture
+def loop_gui(tmp_path, serve):
+    import sys
+    sys.path.insert(0, str(DAW_SCRIPTS / "ardour"))
+    from test_daw_ardour import make_loop_session
+    session = make_loop_session(tmp_path, "moved")    # A [0.5 s, 8.5 s) and B [6.5 s, 14.5 s) on track Source
+    yield from open_gui(session, tmp_path, serve)
+
+
+def run_action(gui: Gui, steps: int, tl: Timeline, span_s: tuple[float, float] = (4.0, 5.5)) -> Geometry:
+    """Range `span_s` on the Source track, trigger the action, set the steps, OK; returns the dialog's geometry.
 
     The dialog opens with the Preset entry focused (the Task dropdown takes no keyboard focus); Tab
     moves to Steps, typing replaces its text; two Shift+Tabs go back past Preset and wrap round to
     the last button, OK, which Space presses. (Return in a field does not answer this dialog.)"""
     gui.key("r")                                     # the range tool
-    gui.drag(tl.x(4.0), tl.x(5.5), tl.track_y)
+    gui.drag(tl.x(span_s[0]), tl.x(span_s[1]), tl.track_y)
     gui.action("LuaAction/script-1")
     dialog = gui.window("^Segue$", 30)
     assert dialog, "the script's dialog did not open"
@@ -338,7 +357,7 @@ def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui
     assert 1.8 < start_s < 2.3 and 1.2 < duration_s < 1.8       # the range drawn: about 4.0-5.5 s
     assert abs(clip["position"] - (2 * RATE + round(start_s * RATE))) <= 1
     assert abs(clip["length"] - duration_s * RATE) <= 2           # converted 44.1 -> 48 kHz on import
-    assert regions["Source"] == [{"name": "src.1", "position": 2 * RATE, "length": 6 * RATE}]
+    assert regions["Source"] == [{"name": "src.1", "position": 2 * RATE, "length": 6 * RATE, "start": RATE // 2}]
 
     # one Ctrl+Z removes exactly that clip
     gui.key("ctrl+z")
@@ -361,3 +380,46 @@ def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui
     time.sleep(2)
     assert gui.window("^Segue infill$", 1) is None
     assert gui.save_and_read()["Segue"] == []
+
+
+def test_a_transition_from_the_editor_trims_a_and_moves_b_to_where_the_clips_b_material_ends(loop_gui, serve,
+                                                                                             tmp_path):
+    """Two overlapping drum loops whose joins the engine moves: the range over the overlap selects both."""
+    from support.transition_loops import b_at_clip_end_s, engine_moved
+
+    gui = loop_gui
+    art = Path(os.environ.get("SEGUE_TEST_ARTIFACTS", tmp_path))
+    art.mkdir(parents=True, exist_ok=True)
+    tl = gui.timeline(art / "ardour-gui-transition-start.png", span_s=(0.5, 14.5))
+    run_action(gui, steps=4, tl=tl, span_s=(7.0, 8.0))     # the dialog's task defaults to transition
+    try:
+        assert wait_for(lambda: [s for s in job_states(serve) if s[0] not in ("queued", "running")], 240,
+                        "the render to finish") == [("done", None)]
+        wait_for(lambda: gui.window("^Segue transition$", 0.5) is None, 60, "the progress window to close")
+        time.sleep(2)
+    except AssertionError:
+        gui.screenshot(art / "ardour-gui-transition-failed.png")
+        raise
+    regions = gui.save_and_read()
+    gui.screenshot(art / "ardour-gui-transition-placed.png")
+    with sqlite3.connect(serve.root / "state" / "jobs.sqlite3") as c:
+        (result,) = [json.loads(r) for (r,) in c.execute("SELECT result FROM jobs WHERE state = 'done'")]
+    side = json.loads(Path(result["sidecar_path"]).read_text())
+    assert side["request"]["task"] == "transition" and engine_moved(side, 6.5, 1.0)
+    (clip,) = regions["Segue"]
+    x0, x1, fade = clip["position"], clip["position"] + clip["length"], int(0.01 * RATE)
+    assert abs(x0 - (RATE + round(side["offset_s"] * RATE))) <= 1          # A's export starts at 1.0 s
+    a, b = sorted(regions["Source"], key=lambda r: r["name"])
+    assert (a["name"], a["position"], a["position"] + a["length"]) == ("a.1", RATE // 2, x0 + fade)
+    # B: starts just before the clip's end and there plays b.wav where the clip's B material ended
+    # (B's export started at its region start, 6.5 s = b.wav 0.5 s)
+    assert b["name"] == "b.1" and b["position"] == x1 - fade
+    expected = RATE // 2 + b_at_clip_end_s(side) * RATE
+    assert abs(b["start"] + fade - expected) < 0.002 * RATE, (b["start"] + fade, expected)
+    # one Ctrl+Z takes back the clip and both trims
+    gui.key("ctrl+z")
+    after = gui.save_and_read()
+    assert after["Segue"] == []
+    assert sorted(after["Source"], key=lambda r: r["name"]) == [
+        {"name": "a.1", "position": RATE // 2, "length": 8 * RATE, "start": 0},
+        {"name": "b.1", "position": int(6.5 * RATE), "length": 8 * RATE, "start": RATE // 2}]
