@@ -391,9 +391,10 @@ def test_a_transition_from_the_editor_trims_a_and_moves_b_to_where_the_clips_b_m
     art = Path(os.environ.get("SEGUE_TEST_ARTIFACTS", tmp_path))
     art.mkdir(parents=True, exist_ok=True)
     tl = gui.timeline(art / "ardour-gui-transition-start.png", span_s=(0.5, 14.5))
+    before = len(job_states(serve))                        # the daemon serves the whole module
     run_action(gui, steps=4, tl=tl, span_s=(7.0, 8.0))     # the dialog's task defaults to transition
     try:
-        assert wait_for(lambda: [s for s in job_states(serve) if s[0] not in ("queued", "running")], 240,
+        assert wait_for(lambda: [s for s in job_states(serve)[before:] if s[0] not in ("queued", "running")], 240,
                         "the render to finish") == [("done", None)]
         wait_for(lambda: gui.window("^Segue transition$", 0.5) is None, 60, "the progress window to close")
         time.sleep(2)
@@ -403,7 +404,7 @@ def test_a_transition_from_the_editor_trims_a_and_moves_b_to_where_the_clips_b_m
     regions = gui.save_and_read()
     gui.screenshot(art / "ardour-gui-transition-placed.png")
     with sqlite3.connect(serve.root / "state" / "jobs.sqlite3") as c:
-        (result,) = [json.loads(r) for (r,) in c.execute("SELECT result FROM jobs WHERE state = 'done'")]
+        result = json.loads([r for (r,) in c.execute("SELECT result FROM jobs ORDER BY accepted_at")][before])
     side = json.loads(Path(result["sidecar_path"]).read_text())
     assert side["request"]["task"] == "transition" and engine_moved(side, 6.5, 1.0)
     (clip,) = regions["Segue"]
