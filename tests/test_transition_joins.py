@@ -16,7 +16,7 @@ from bridge.client import JobResult
 from bridge.transition_joins import read_transition_joins, transition_joins
 from engine.render import render
 from engine.request import request_from_mapping
-from support.daw_support import write_wav
+from support.daw_support import read_wav, write_wav
 from support.transition_loops import loops
 
 RATE = 44100
@@ -30,7 +30,6 @@ def _render(tmp_path, case: str, span: str) -> tuple[dict, np.ndarray, np.ndarra
     out = tmp_path / f"{case}-{span}.wav"
     result = render(request_from_mapping(dict(REQUEST, audio=[str(pa), str(pb)], span=span, output=str(out))))
     sidecar = json.loads(open(result.sidecar_path).read())
-    from support.daw_support import read_wav
     return sidecar, read_wav(out)[0], a, b
 
 
@@ -39,7 +38,7 @@ def test_joins_the_engine_moved_say_where_b_continues_sample_for_sample(tmp_path
     joins = transition_joins(clip_sc)
     assert joins is not None and joins.moved and joins.stretch_factor == 1.0
     assert abs(joins.join_a_s - 5.37) > 0.05          # the engine chose other joins than asked
-    full_sc, full, _, _ = _render(tmp_path, "moved", "full")
+    _, full, _, _ = _render(tmp_path, "moved", "full")
     clip_end = int(round((clip_sc["offset_s"] + clip_sc["duration_s"]) * RATE))
     # the whole timeline past the clip is B's file, from the sample the client names
     at = int(round(joins.b_at_clip_end_s * RATE))
@@ -64,7 +63,7 @@ def test_a_stretched_b_continues_from_the_beat_its_stretched_copy_had_reached(tm
     clip_sc, _, _, _ = _render(tmp_path, "stretched", "region")
     joins = transition_joins(clip_sc)
     assert joins is not None and joins.moved and joins.stretch_factor == pytest.approx(1.2, abs=0.03)
-    full_sc, full, _, _ = _render(tmp_path, "stretched", "full")
+    _, full, _, _ = _render(tmp_path, "stretched", "full")
     clip_end = clip_sc["offset_s"] + clip_sc["duration_s"]
     # B alone past the clip: its hits, mapped back through the factor from where the client says the
     # clip's end is in B's file, land on B's own beat grid (0.23 s + k * 0.6 s)
