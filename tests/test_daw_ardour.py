@@ -120,6 +120,9 @@ local w2 = L.window(1000, 5000, 500, 9000, 1500)
 out("WIN2", w2.start, w2.length, w2.sel_start, w2.sel_end)
 out("NOWIN", select(2, L.window(1000, 5000, 7000, 8000, 10)))
 out("POS", L.timeline_position(96000, 2.0, 48000), L.timeline_position(0, 1 / 3, 44100))
+local plan = {{req = {{start_s = 6.5, b_start_s = 1.0}}, b_origin = 312000}}
+out("BTARGET", L.transition_b_target(plan, {{offset_s = 5.25, duration_s = 2.5}}, 48000),
+    L.transition_b_target(plan, L.parse_json('{{"offset_s": 5.25, "duration_s": 2.5, "transition": {{"b_at_clip_end_s": 3.0}}}}'), 48000))
 quit()
 """, tmp=tmp_path)
     lines = dict(m.groups() for m in (re.match(r"^([A-Z0-9]+)\|(.*)$", x) for x in out.splitlines()) if m)
@@ -136,6 +139,8 @@ quit()
     assert lines["WIN2"].split("|") == ["1000", "5000", "1000", "6000"]      # selection clamped to the region
     assert lines["NOWIN"] == "the time selection does not overlap the region"
     assert lines["POS"].split("|") == ["192000", "14700"]
+    # B's target: the requested joins (B 2.25 s in: 1.0 + the clip end 7.75 - the join 6.5), or the reply's
+    assert lines["BTARGET"].split("|") == ["420000", "456000"]
 
 
 def test_infill_renders_through_the_bridge_and_lands_at_the_selection_in_the_export(tmp_path, serve):
