@@ -7,12 +7,14 @@ model never saw), through the real render path (`engine.render.render_audio`):
 - long-term spectral centroid and the share of energy above 8 kHz, before and after;
 - chroma and onset-envelope correlation of the output with its input;
 - compute seconds per second of audio.
-Runs the chain alone (the default, refine_strength 0) at strength 0.5 and 1.0, the
-model's low-strength refinement on a subset (`--refine`), and times one whole track
-(`--track-s`, chain only). Writes JSON to bench/results/style.json and spectrogram
+Runs the chain alone (texture_iterations 0) and the chain + texture match
+(`--texture`, iterations) at strength 0.5 and 1.0 (or each preset's own, `--shipped`),
+the model's low-strength refinement on a subset (`--refine`, chain only), and times one
+whole track (`--track-s`, with each `--texture` setting). Writes JSON to bench/results/style.json and spectrogram
 PNGs before/after to bench/results/style/.
 
-Run: python bench/style.py [--clips 16] [--clip-s 10] [--refine 0.1 0.3] [--refine-clips 2] [--threads 2]
+Run: python bench/style.py [--clips 16] [--clip-s 10] [--texture 0 60] [--shipped] [--refine 0.1 0.3]
+                           [--refine-clips 2] [--threads 2]
      python bench/style.py --references-only --out bench/results/style_references.json
 """
 from __future__ import annotations
@@ -71,11 +73,13 @@ def weights_vector(embedder, name: str) -> np.ndarray:
     return w
 
 
-def style_once(name: str, clip: np.ndarray, **extra) -> tuple[np.ndarray, float]:
+def style_once(name: str, clip: np.ndarray, with_info: bool = False, **extra):
+    """(audio, seconds) of one render through the real path; with_info adds the task's record (sidecar "prior")."""
     req = request_from_mapping(apply_preset({"task": "style", "audio": [PCMAudio(clip, RATE)], **extra}, name))
     t0 = time.perf_counter()
-    out = render_audio(req).audio
-    return out, time.perf_counter() - t0
+    rendered = render_audio(req)
+    secs = time.perf_counter() - t0
+    return (rendered.audio, secs, rendered.info) if with_info else (rendered.audio, secs)
 
 
 def measure(name: str, clips, embedder, **extra) -> dict:
@@ -83,14 +87,15 @@ def measure(name: str, clips, embedder, **extra) -> dict:
     w = weights_vector(embedder, name)
     rows = []
     for clip_name, x in clips:
-        y, secs = style_once(name, x, **extra)
+        y, secs, info = style_once(name, x, with_info=True, **extra)
         d0 = float(np.linalg.norm(w * (embed(embedder, x) - ref)))
         d1 = float(np.linalg.norm(w * (embed(embedder, y) - ref)))
         rows.append({"clip": clip_name, "dist_before": d0, "dist_after": d1,
                      "centroid_before": F.spectral_centroid(x, RATE), "centroid_after": F.spectral_centroid(y, RATE),
                      "hf_db_before": F.hf_share_db(x, RATE), "hf_db_after": F.hf_share_db(y, RATE),
                      "chroma_corr": F.chroma_correlation(y, x, RATE), "onset_corr": F.onset_correlation(y, x, RATE),
-                     "s_per_s": secs / (x.shape[1] / RATE)})
+                     "s_per_s": secs / (x.shape[1] / RATE),
+                     "texture_match": info.get("texture_match")})
     ratio = [r["centroid_after"] / r["centroid_before"] for r in rows]
     moved = [1 - r["dist_after"] / r["dist_before"] for r in rows]
     summary = {
@@ -114,7 +119,8 @@ def measure(name: str, clips, embedder, **extra) -> dict:
     return summary
 
 
-def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float = 1.0) -> dict:
+def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float = 1.0,
+                      texture_iterations: int = 0) -> dict:
     """`--reference` instead of a preset: the preset's reference clip as a file, matched by EQ and loudness."""
     import pedalboard
 
@@ -132,7 +138,7 @@ def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float
     rows = []
     for clip_name, x in clips:
         req = request_from_mapping({"task": "style", "audio": [PCMAudio(x, RATE)], "reference": str(path),
-                                    "strength": strength})
+                                    "strength": strength, "texture_iterations": texture_iterations})
         t0 = time.perf_counter()
         y = render_audio(req).audio
         secs = time.perf_counter() - t0
@@ -142,7 +148,7 @@ def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float
                      "centroid_ref": F.spectral_centroid(audio, RATE),
                      "chroma_corr": F.chroma_correlation(y, x, RATE), "onset_corr": F.onset_correlation(y, x, RATE),
                      "s_per_s": secs / (x.shape[1] / RATE)})
-    return {"reference_clip": name, "strength": strength, "clips": len(rows),
+    return {"reference_clip": name, "strength": strength, "texture_iterations": texture_iterations, "clips": len(rows),
             "centroid_ref_hz": rows[0]["centroid_ref"],
             "centroid_before_hz": float(np.mean([r["centroid_before"] for r in rows])),
             "centroid_after_hz": float(np.mean([r["centroid_after"] for r in rows])),
@@ -165,8 +171,11 @@ def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
         p = F._power(a.mean(axis=0).astype(np.float64), 2048, 512)
         return 10 * np.log10(p.T + 1e-10)
 
-    panels = [("input", clip)] + [(n, style_once(n, clip)[0]) for n in STYLES]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.0 * len(panels)), sharex=True)
+    panels = [("input", clip)]
+    for n in STYLES:
+        panels += [(f"{n}, chain", style_once(n, clip, texture_iterations=0)[0]),
+                   (f"{n}, chain + texture match", style_once(n, clip)[0])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.8 * len(panels)), sharex=True)
     ref_db = spec(clip).max()
     for ax, (title, a) in zip(axes, panels):
         s = spec(a)
@@ -180,6 +189,38 @@ def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"spectrograms_{Path(clip_name).stem}.png"
     fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path
+
+
+def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, seconds: float = 4.0) -> Path:
+    """A finer spectrogram (1024-point, 5.8 ms hop) of the first seconds: input, chain, chain + texture match.
+
+    For looking at what the texture match adds: zipper noise or musical noise would show as
+    vertical stripes or isolated speckles in the last panel that the chain's panel lacks.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = int(seconds * RATE)
+    panels = [("input", clip), ("chain", style_once(preset, clip, texture_iterations=0)[0]),
+              ("chain + texture match", style_once(preset, clip)[0])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
+    top = None
+    for ax, (title, a) in zip(axes, panels):
+        p = F._power(a[:, :n].mean(axis=0).astype(np.float64), 1024, 256)
+        s = 10 * np.log10(p.T + 1e-10)
+        top = s.max() if top is None else top
+        ax.imshow(s, origin="lower", aspect="auto", vmin=top - 90, vmax=top, cmap="magma",
+                  extent=(0, n / RATE, 0, RATE / 2000))
+        ax.set_ylabel("kHz")
+        ax.set_title(f"{preset}: {title}", fontsize=9)
+    axes[-1].set_xlabel(f"seconds ({clip_name}, held-out)")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"texture_{preset}_{Path(clip_name).stem}.png"
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
@@ -198,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--clip-s", type=float, default=10.0)
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--shipped", action="store_true", help="each preset at its own strength instead of --strengths")
+    ap.add_argument("--texture", type=int, nargs="+", default=[0, 60],
+                    help="texture_iterations values to run (0: the chain alone)")
     ap.add_argument("--refine", type=float, nargs="+", default=[0.1, 0.3],
                     help="refine_strength values for the model runs (0: skip)")
     ap.add_argument("--refine-clips", type=int, default=2)
@@ -206,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--track-refine", type=float, default=0.0,
                     help="also time the whole track with this refine_strength (dark-ambient, --refine-steps)")
     ap.add_argument("--spectrogram-clips", type=int, default=1, help="how many clips get a spectrogram PNG")
+    ap.add_argument("--closeups", nargs="*", default=["percussive", "dark-ambient"],
+                    help="presets that get a close-up PNG (input, chain, chain + texture match)")
     ap.add_argument("--only-track", action="store_true", help="skip the clip tables (whole track and PNGs only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "style.json")
@@ -219,14 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.references_only:
         import tempfile
 
-        print("| reference clip | centroid Hz: in -> out (reference) | chroma corr (min) | onset corr | "
-              "distance to ref (moved) | s per s |\n|---|---|---|---|---|---|", flush=True)
+        print("| reference clip | texture iterations | centroid Hz: in -> out (reference) | chroma corr (min) | "
+              "onset corr | distance to ref (moved) | s per s |\n|---|---|---|---|---|---|---|", flush=True)
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            for name in STYLES:
-                r = measure_reference(name, clips, embedder, Path(tmp))
+            for name, it in ((n, it) for n in STYLES for it in args.texture):
+                r = measure_reference(name, clips, embedder, Path(tmp), texture_iterations=it)
                 rows.append(r)
-                print(f"| {name} | {r['centroid_before_hz']:.0f} -> {r['centroid_after_hz']:.0f} "
+                print(f"| {name} | {it} | {r['centroid_before_hz']:.0f} -> {r['centroid_after_hz']:.0f} "
                       f"({r['centroid_ref_hz']:.0f}) | {r['chroma_corr_mean']:.3f} ({r['chroma_corr_min']:.3f}) | "
                       f"{r['onset_corr_mean']:.3f} | {r['dist_before']:.2f} -> {r['dist_after']:.2f} "
                       f"({100 * r['share_moved_mean']:.0f} %) | {r['s_per_s_median']:.3f} |", flush=True)
@@ -238,30 +284,36 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
     for name in ([] if args.only_track else STYLES):
-        for s in args.strengths:
-            results.append(measure(name, clips, embedder, strength=s))
-            print(line(results[-1]), flush=True)
+        strengths = [float(load_preset(name).settings.get("strength", 1.0))] if args.shipped else args.strengths
+        for s in strengths:
+            for it in args.texture:
+                results.append(measure(name, clips, embedder, strength=s, texture_iterations=it))
+                print(line(results[-1]), flush=True)
     levels = [] if args.only_track else [r for r in args.refine if r > 0]
     if levels:
         for name in STYLES:
-            chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0)
+            chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0, texture_iterations=0)
             results.append(chain)
             print(line(chain) + " (the refined clips, chain only)", flush=True)
             for r in levels:
                 results.append(measure(name, clips[:args.refine_clips], embedder, strength=1.0,
-                                       refine_strength=r, steps=args.refine_steps))
+                                       refine_strength=r, steps=args.refine_steps, texture_iterations=0))
                 print(line(results[-1]), flush=True)
     track = None
     if args.track_s > 0:
         tname, audio = whole_track(args.data, args.track_s)
         for name in ("lofi-warm", "dark-ambient"):
-            _, secs = style_once(name, audio)
-            track = {"track": tname, "seconds": audio.shape[1] / RATE, "preset": name, "wall_s": secs}
-            print(f"whole track {tname} ({track['seconds']:.0f} s), {name}, chain only: {secs:.1f} s wall "
-                  f"(real-time factor {secs / track['seconds']:.3f})", flush=True)
-            results.append(track)
+            for it in args.texture:
+                _, secs = style_once(name, audio, texture_iterations=it)
+                track = {"track": tname, "seconds": audio.shape[1] / RATE, "preset": name, "wall_s": secs,
+                         "texture_iterations": it, "load_average": os.getloadavg()[0]}
+                print(f"whole track {tname} ({track['seconds']:.0f} s), {name}, texture_iterations {it}: "
+                      f"{secs:.1f} s wall (real-time factor {secs / track['seconds']:.3f}, load average "
+                      f"{track['load_average']:.1f})", flush=True)
+                results.append(track)
         if args.track_refine > 0:
-            _, secs = style_once("dark-ambient", audio, refine_strength=args.track_refine, steps=args.refine_steps)
+            _, secs = style_once("dark-ambient", audio, refine_strength=args.track_refine, steps=args.refine_steps,
+                                 texture_iterations=0)
             track = {"track": tname, "seconds": audio.shape[1] / RATE, "preset": "dark-ambient", "wall_s": secs,
                      "refine_strength": args.track_refine, "steps": args.refine_steps,
                      "load_average": os.getloadavg()[0]}
@@ -271,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(track)
     for clip_name, clip in clips[:args.spectrogram_clips]:
         print(f"spectrograms: {spectrograms(clip_name, clip, args.out.parent / 'style')}", flush=True)
+        for name in args.closeups:
+            print(f"close-up: {closeup(clip_name, clip, args.out.parent / 'style', name)}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "clip_s": args.clip_s, "results": results}, indent=1))
     return 0

@@ -9,6 +9,10 @@ Why this order. Guidance alone re-noised clips without moving their colour
    a fitted matching EQ toward the reference's spectral envelope, and a
    loudness match: to the input's LUFS after a chain (colour, not level), to the
    reference's after `--reference` (moved by `strength`).
+   Then the **texture match** (`engine.style_texture`, `texture_iterations` > 0): a
+   smooth time-frequency gain, bounded in dB, optimised toward the reference
+   embedding while keeping the input's chroma and onsets (the guidance the model's
+   sampler could not give without re-noising the music), applied by `strength`.
 2. **Refine (the model, optional).** The coloured region is cut into
    overlapping windows; each is re-noised only to `refine_strength * strength`
    of the schedule and denoised with guidance toward the reference embedding
@@ -37,6 +41,7 @@ from .regions import crossfade, equal_power_curves
 from .request import RenderRequest
 from .schedule import truncate_sigmas
 from .models.schedules import native_sigmas
+from .style_texture import TextureSettings, texture_match, windows as texture_windows
 from .tasks import StyleTarget, TaskOutput, generate_window, to_samples
 
 # Measured with bench/style.py (BENCHMARKS.md, "Style presets"): with the built-in model,
@@ -65,6 +70,10 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     chain = preset_style(request)
     pre = max(0, start - to_samples(PRE_ROLL_S, rate))
     coloured = colour(audio[:, pre:end], rate, request, chain, target)[:, start - pre:]
+    info: dict = {}
+    if request.texture_iterations > 0 and request.strength > 0.0 and target is not None:
+        coloured, info["texture_match"] = texture_stage(coloured, audio[:, start:end], rate, request, chain, target,
+                                                        tracker)
     losses: dict = {}
     refine_t = refine_level(request)
     if refine_t > 0.0:
@@ -75,7 +84,36 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     region = _blend_edges(audio, coloured, start, end, to_samples(request.seam_ms / 1000.0, rate))
     full = audio.copy()
     full[:, start:end] = region
-    return TaskOutput(region=region, offset=start, full=full, losses=losses)
+    return TaskOutput(region=region, offset=start, full=full, losses=losses, info=info)
+
+
+def texture_stage(coloured: np.ndarray, original: np.ndarray, rate: int, request: RenderRequest,
+                  chain: Optional[StyleChain], target: StyleTarget, tracker: ProgressTracker) -> tuple[np.ndarray, dict]:
+    """Step 1b: the texture match (`engine.style_texture`, back at the coloured level); its record for the sidecar.
+
+    Runs for embedders that expose their power-spectrogram statistics (the built-in
+    DSP embedder); for others it records why it did not run.
+    """
+    if not hasattr(target.embed, "features_from_power"):
+        return coloured, {"skipped": "the embedder does not expose its spectrogram statistics"}
+    settings = TextureSettings(iterations=int(request.texture_iterations))
+    weights = dict(chain.weights) if chain is not None else dict(DEFAULT_WEIGHTS)
+    n_iter = settings.iterations * len(texture_windows(coloured.shape[1], rate, settings))
+    tracker.total = max(tracker.total, tracker.done + n_iter)
+    stage, tracker.stage = tracker.stage, "texture"
+    try:
+        result = texture_match(coloured, original, rate, target.embed, target.reference, weights,
+                               float(request.strength), settings, on_iteration=tracker.advance,
+                               tone=chain.tone if chain is not None else "neutral")
+    finally:
+        tracker.stage = stage
+    record = {"settings": settings.describe(), "strength": float(request.strength), "weights": weights,
+              "distance_before": result.distance_before, "distance_after": result.distance_after,
+              "fraction_applied": result.fraction_applied,
+              "tone": chain.tone if chain is not None else "neutral", "windows": len(result.gain_db),
+              "gain_db_max": float(max((np.abs(g).max() for g in result.gain_db), default=0.0)),
+              "seconds": result.seconds}
+    return result.audio, record
 
 
 def preset_style(request: RenderRequest) -> Optional[StyleChain]:

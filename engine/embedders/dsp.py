@@ -136,11 +136,20 @@ class DSPEmbedder(torch.nn.Module):
 
     def features(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw (un-normalised) statistics per group, each (B, group_dim)."""
+        return self.features_from_power(*self.spectra(audio))
+
+    def spectra(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two power spectrograms the statistics read: (B, F, T) at n_fft and (B, F', T') at chroma_n_fft."""
         c = self.config
         mid = check_audio(audio, min_samples=self.min_samples)
+        return (self._power(mid, c.n_fft, c.hop, self.window),
+                self._power(mid, c.chroma_n_fft, c.chroma_hop, self.chroma_window))
+
+    def features_from_power(self, power: torch.Tensor, cpow: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The statistics from `spectra`'s power spectrograms (so a gain applied to them can be optimised)."""
+        c = self.config
         eps = c.eps
-        power = self._power(mid, c.n_fft, c.hop, self.window)
-        mel = torch.einsum("mf,bft->bmt", self.mel_fb.to(mid.dtype), power)
+        mel = torch.einsum("mf,bft->bmt", self.mel_fb.to(power.dtype), power)
         logmel = torch.log(mel + eps)
         mel_mean = logmel.mean(dim=-1)
         mel_std = torch.sqrt(logmel.var(dim=-1, unbiased=False) + 1e-6)
@@ -166,9 +175,8 @@ class DSPEmbedder(torch.nn.Module):
         corr = cov / torch.sqrt(v[:, :, None] * v[:, None, :])
         texture = corr[:, self._triu[0], self._triu[1]]
 
-        cpow = self._power(mid, c.chroma_n_fft, c.chroma_hop, self.chroma_window)
         cmag = torch.sqrt(cpow + eps)
-        chroma_energy = torch.einsum("cf,bft->bc", self.chroma_fb.to(mid.dtype), cmag)
+        chroma_energy = torch.einsum("cf,bft->bc", self.chroma_fb.to(power.dtype), cmag)
         chroma = chroma_energy / (chroma_energy.sum(dim=1, keepdim=True) + eps)
         return {"mel_mean": mel_mean, "mel_std": mel_std, "contrast": contrast_feat,
                 "texture": texture, "chroma": chroma}
