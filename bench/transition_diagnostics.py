@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality as Q  # noqa: E402
-from engine.metrics import beat_offset_ms, beat_period_s, seam_stats  # noqa: E402
+from engine.metrics import beat_offset_ms, beat_period_s, level_dip_db, seam_stats  # noqa: E402
 from engine.prior.edits import make_sources, transition_prior  # noqa: E402
 from engine.regions import equal_power_curves  # noqa: E402
 from engine.tasks import transition_mix  # noqa: E402
@@ -64,6 +64,8 @@ def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
         "tempo_b_stretched_bpm": an_b.tempo_bpm, "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0),
         "beat_offset_ms": beat_offset_ms(mix, (g0 - side, g0), (g1, min(mix.shape[1], g1 + side)), period, RATE),
         "floor_offset_ms": beat_offset_ms(wa.track_audio, (g0 - side, g0), (g1, g1 + side), period, RATE),
+        "level_dip_db": level_dip_db(mix, g0, g1, s(Q.LEVEL_SIDE_S)),
+        "plain_level_dip_db": level_dip_db(plain, p0, p1, s(Q.LEVEL_SIDE_S)),
         "seam_flux": float(np.mean([flux(mix, g0), flux(mix, g1)])),
         "seam_flux_material": float(np.mean([flux(wa.track_audio, g0), flux(b2, jb + tail)])),
         "plain_seam_flux": float(np.mean([flux(plain, p0), flux(plain, p1)])),
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         "within_10ms_where_both_tracked_and_floor_ok": (float((off[floor_ok & both] <= 10).mean())
                                                          if (floor_ok & both).any() else None),
         "pairs_both_tracked_and_floor_ok": int((floor_ok & both).sum()),
+        "worst_level_dip_db": float(max(r["level_dip_db"] for r in rows)),
+        "mean_level_dip_db": float(np.mean([r["level_dip_db"] for r in rows])),
+        "plain_worst_level_dip_db": float(max(r["plain_level_dip_db"] for r in rows)),
         **{k: float(np.mean([r[k] for r in rows])) for k in
            ("seam_flux", "seam_flux_material", "plain_seam_flux", "plain_seam_flux_material")},
     }

@@ -433,30 +433,37 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         step = rate // 10
         cand_a = [j for j in range(join_a, join_a - zone - 1, -step) if ja_ok(j)] or [join_a]
         cand_b = [j for j in range(join_b, join_b + zone + 1, step) if jb_ok(j)] or [join_b]
-    best = None
-    for ja in cand_a:
+    def join_score(ja: int, jb: int) -> Optional[float]:
         fa = _frames(an_a, ja - half, ja + (xf - half))
-        for jb in cand_b:
-            fb = _frames(an_b, jb - half, jb + (xf - half))
-            n = min(len(fa), len(fb))
-            if n == 0:
-                continue
-            d = float(np.mean((fa[:n] - fb[:n]) ** 2))
-            # Prefer joins near the requested points: a tenth of unrelated material per search zone.
-            d += 0.2 * (abs(ja - join_a) + abs(jb - join_b)) / max(zone, 1)
-            # A transition must not sag against the material either side of it (nor swell much).
-            dip = crossfade_dip_db(an_a, ja, an_b, jb, xf)
-            d += DIP_PENALTY * (max(0.0, dip - 0.5) + max(0.0, -dip - 2.0))
-            if best is None or d < best[0]:
-                best = (d, ja, jb)
-    if best is not None:
-        info.extra["join_score"] = best[0]
-        join_a, join_b = best[1], best[2]
-        if info.beat_tracked:
-            shift = onset_phase_shift(_mono(a_src.audio), an_a, join_a, _mono(b), join_b, xf)
-            if jb_ok(join_b + shift):
-                join_b += shift
-                info.extra["phase_shift_ms"] = round(1000.0 * shift / rate, 2)
+        fb = _frames(an_b, jb - half, jb + (xf - half))
+        n = min(len(fa), len(fb))
+        if n == 0:
+            return None
+        d = float(np.mean((fa[:n] - fb[:n]) ** 2))
+        # Prefer joins near the requested points: a tenth of unrelated material per search zone.
+        d += 0.2 * (abs(ja - join_a) + abs(jb - join_b)) / max(zone, 1)
+        # A transition must not sag against the material either side of it (nor swell much).
+        dip = crossfade_dip_db(an_a, ja, an_b, jb, xf)
+        return d + DIP_PENALTY * (max(0.0, dip - 0.5) + max(0.0, -dip - 2.0))
+
+    scored = sorted((d, ja, jb) for ja in cand_a for jb in cand_b if (d := join_score(ja, jb)) is not None)
+    if scored and info.beat_tracked:
+        # B's hits are then put on A's grid, which moves B's join by up to half a beat: the
+        # best few pairs are judged again where they will really join.
+        a_mono, b_mono = _mono(a_src.audio), _mono(b)
+        shifted = []
+        for d, ja, jb in scored[:PHASE_RESCORE]:
+            shift = onset_phase_shift(a_mono, an_a, ja, b_mono, jb, xf)
+            if shift and jb_ok(jb + shift) and (d2 := join_score(ja, jb + shift)) is not None:
+                shifted.append((d2, ja, jb + shift, shift))
+            else:
+                shifted.append((d, ja, jb, 0))
+        best = min(shifted)
+        info.extra["phase_shift_ms"] = round(1000.0 * best[3] / rate, 2)
+        scored = [best[:3]]
+    if scored:
+        info.extra["join_score"] = scored[0][0]
+        join_a, join_b = scored[0][1], scored[0][2]
     info.segments = [
         {"source": a_src.name, "source_start_s": 0.0, "source_end_s": round(join_a / rate, 6), "at_s": 0.0},
         {"source": b_name, "source_start_s": round(join_b * factor / rate, 6),
@@ -465,6 +472,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     return b, an_b, join_a, join_b, info
 
 
+PHASE_RESCORE = 5     # join pairs re-judged after B's phase shift
 DIP_PENALTY = 0.5     # score units (unrelated material ~ 2) per dB of expected level change past 0.5 dB
 
 
