@@ -23,6 +23,7 @@ from .schema import MAX_DURATION_S
 
 READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 MAX_FILE_BYTES = 2 * 1024 ** 3
+WAV_HASH_KEY = "wav_sha256"   # in every sidecar: the sha256 of the WAV beside it, as written
 MAX_SECONDS = MAX_DURATION_S   # one limit for files and for every time field (engine/schema.py)
 
 
@@ -160,7 +161,8 @@ def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_
     has its parameters beside it. Both go through a descriptor held on the folder
     (`engine.safe_io`), and both are fsynced with the folder. `replace=False`
     refuses an existing WAV (`output_exists`); a `.json` beside it that Segue did
-    not write is never replaced.
+    not write is never replaced. The sidecar gets `wav_sha256`, the hash of the WAV's
+    bytes as written, so a WAV edited or replaced later is never taken for this render.
     """
     path = Path(path)
     if path.suffix.lower() != ".wav":
@@ -183,25 +185,28 @@ def write_audio_atomic(path: Union[str, os.PathLike], audio: np.ndarray, sample_
         with AudioFile(f, "w", samplerate=float(sample_rate), num_channels=audio.shape[0],
                        bit_depth=bit_depth, format="wav") as out:
             out.write(audio)
-    side_tmp = None
+    side_tmp = wav_tmp = None
     try:
-        # both files are staged first, so a full disk leaves neither behind (nor an orphan sidecar)
-        if sidecar is not None:
-            text = json.dumps(_jsonable(sidecar), indent=2, sort_keys=True).encode()
-            side_tmp = safe_io.stage(dir_fd, sidecar_path(path).name, lambda f: f.write(text))
+        # both files are staged first, so a full disk leaves neither behind (nor an orphan sidecar); the
+        # WAV first, so the sidecar can record the hash of its bytes (the temp file becomes the output by
+        # rename, so these are the final bytes on disk)
         wav_tmp = safe_io.stage(dir_fd, path.name, write_wav)
-        if side_tmp is not None:
+        if sidecar is not None:
+            record = {**sidecar, WAV_HASH_KEY: safe_io.sha256_in(dir_fd, wav_tmp)}
+            text = json.dumps(_jsonable(record), indent=2, sort_keys=True).encode()
+            side_tmp = safe_io.stage(dir_fd, sidecar_path(path).name, lambda f: f.write(text))
             if not replace and safe_io.exists(dir_fd, path.name):  # never pair our sidecar with another WAV
-                safe_io.discard(dir_fd, wav_tmp)
                 raise InvalidRequest(f"the output {path} already exists; set overwrite (--overwrite) to replace it",
                                      code=safe_io.OUTPUT_EXISTS)
             safe_io.commit(dir_fd, side_tmp, sidecar_path(path).name)
             side_tmp = None
-        safe_io.commit(dir_fd, wav_tmp, path.name, replace=replace)
+        tmp, wav_tmp = wav_tmp, None
+        safe_io.commit(dir_fd, tmp, path.name, replace=replace)  # removes its temp file itself on failure
         os.fsync(dir_fd)
     finally:
-        if side_tmp is not None:
-            safe_io.discard(dir_fd, side_tmp)
+        for leftover in (side_tmp, wav_tmp):
+            if leftover is not None:
+                safe_io.discard(dir_fd, leftover)
         os.close(dir_fd)
     return path
 

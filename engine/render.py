@@ -23,6 +23,7 @@ from .errors import InvalidRequest, ModelNotFound
 from .models import Model, load_model
 from .plan import RenderPlan, plan_render
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ProgressTracker
+from .render_identity import IDENTITY_KEY, KEPT_WARNING, identity_of, verified_sidecar
 from .request import PCMAudio, RenderRequest
 from .style_task import style
 from .tasks import StyleTarget, TaskOutput, continue_clip, infill, sampling_passes, steps_per_pass, transition
@@ -151,7 +152,6 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
     """Render and write the WAV (atomically) plus its JSON sidecar; nothing is written on failure."""
     for source in (*request.audio, *([request.reference] if request.reference is not None else [])):
         check_readable(source)
-    model = model if model is not None else get_model(request.model)
     if request.output is not None:
         path = Path(request.output)
     else:
@@ -163,14 +163,21 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
         raise InvalidRequest(f"the output {path} would overwrite an input", code="output_is_input")
     # an explicit output never replaces a file unless asked; a default name is the request's own content hash
     replace = request.overwrite or request.output is None
+    identity = identity_of(request)   # hashed before rendering: the inputs as this render read them
+    if not replace:   # the same render already on disk (a job re-run after a crash, a repeated command): keep it
+        kept = adopted(request, identity)
+        if kept is not None:
+            return kept
     if path.parent.is_dir():
         os.close(check_output(path, replace=replace))  # refuse before rendering, not after
+    model = model if model is not None else get_model(request.model)
     rendered = render_audio(request, model=model, progress=progress, cancel=cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
     warnings = _clipping_warnings(rendered.audio, request.bit_depth) + _prior_warnings(rendered.info)
     sidecar = {
         "segue_version": __version__,
+        IDENTITY_KEY: identity,
         "request": rendered.request.to_json(),
         "plan": rendered.plan.to_json(),
         "prior": rendered.info,
@@ -187,6 +194,27 @@ def render(request: RenderRequest, *, model: Optional[Model] = None, progress: O
                        replace=replace)
     return RenderResult(str(path), str(sidecar_path(path)), rendered.offset_s, rendered.duration_s,
                         rendered.sample_rate, request.seed, model.name, warnings)
+
+
+def adopted(request: RenderRequest, identity: Optional[dict] = None) -> Optional[RenderResult]:
+    """The result of an explicit output that already exists and provably is this render
+    (`engine.render_identity`), read back from its sidecar; None otherwise. Writes nothing."""
+    if request.output is None or request.overwrite:
+        return None
+    path = Path(request.output)
+    if not path.exists():
+        return None
+    doc = verified_sidecar(path, identity if identity is not None else identity_of(request))
+    if doc is None:
+        return None
+    try:
+        model = doc["model"]["name"] if isinstance(doc.get("model"), dict) else str(doc["model"])
+        warnings = tuple(str(w) for w in doc.get("warnings", ()))
+        return RenderResult(str(path), str(sidecar_path(path)), float(doc["offset_s"]), float(doc["duration_s"]),
+                            int(doc["sample_rate"]), int(doc["seed"]), str(model),
+                            warnings + (KEPT_WARNING.format(path=path),))
+    except (KeyError, TypeError, ValueError):   # a sidecar missing what a result needs is not proof
+        return None
 
 
 def _prior_warnings(info: dict) -> tuple[str, ...]:
@@ -273,24 +301,33 @@ def render_takes(request: RenderRequest, *, model: Optional[Model] = None,
 
     All take requests are built (and validated) before the first render. If a take fails or the
     job is cancelled, the takes this call already wrote are removed again (files that existed
-    before the job are left alone), so a job ends with all its takes or none. Takes are separate
+    before the job are left alone), so a job ends with all its takes or none. A take whose explicit
+    output already holds this very take (written before a crash) is kept, not rendered again
+    (`adopted`). Takes are separate
     renders, not one batch: measured in bench/variations.py, batching through the built-in model
     on CPU is not faster per take (see BENCHMARKS.md)."""
     takes = [take_request(request, i) for i in range(request.variations)]
     inputs = {Path(a).resolve() for a in request.audio if isinstance(a, str)}
+    kept: list[Optional[RenderResult]] = [None] * len(takes)
     if not request.overwrite:   # refuse before the first take is rendered, not at take 3
-        for take in takes:
+        for i, take in enumerate(takes):
             if take.output is not None and Path(take.output).resolve() in inputs:
                 raise InvalidRequest(f"the output {take.output} would overwrite an input", code="output_is_input")
             if take.output is not None and Path(take.output).exists():
-                raise InvalidRequest(f"the output {take.output} exists; pass overwrite to replace it",
-                                     code="output_exists")
-    model = model if model is not None else get_model(request.model)
+                kept[i] = adopted(take)   # a take written before a crash is kept; anything else is refused
+                if kept[i] is None:
+                    raise InvalidRequest(f"the output {take.output} exists; pass overwrite to replace it",
+                                         code="output_exists")
+    if any(k is None for k in kept):
+        model = model if model is not None else get_model(request.model)
     t0 = time.monotonic()
     results: list[RenderResult] = []
     new_files: list[Path] = []
     try:
         for i, take in enumerate(takes):
+            if kept[i] is not None:
+                results.append(kept[i])
+                continue
             out = Path(take.output) if take.output is not None else default_output_path(
                 take, Path(output_dir) if output_dir is not None else Path.cwd())
             existed = out.exists()

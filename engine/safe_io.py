@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -148,6 +149,60 @@ def sidecar_owner(dir_fd: int, name: str) -> Optional[bool]:
         return False
     finally:
         os.close(fd)
+
+
+def read_bytes(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
+    """The bytes of a regular file in the held folder (not a link), or None if it is missing, not a
+    regular file, unreadable or larger than `limit`: what an adoption check may trust."""
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)[:limit]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def sha256_in(dir_fd: int, name: str) -> Optional[str]:
+    """sha256 of a regular file in the held folder (never through a link), or None if there is none."""
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return _sha256_fd(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def sha256_input(path: str | os.PathLike) -> str:
+    """sha256 of an input file's bytes, opened as `open_input` opens it (confined, checked descriptor)."""
+    fd = open_input(path)
+    try:
+        return _sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_fd(fd: int) -> str:
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, 1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def _exists(dir_fd: int, name: str) -> bool:
