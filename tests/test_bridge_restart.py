@@ -208,3 +208,30 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
     assert int_state == "cancelled"
     assert late.returncode == 3 and "error timeout" in late.stderr
     assert late_state in ("cancelled", "failed")  # the client's cancel or the daemon's own time limit, first wins
+
+
+def test_a_job_killed_after_writing_a_take_keeps_it_on_the_rerun_and_finishes_done(root, monkeypatch):
+    monkeypatch.setenv("SEGUE_TEST_CRASH_MARKER", str(root / "crashed"))
+    entry = ("--render-entry", "support.crash_after_write:render")   # the daemon dies once take 1 is written
+    out = root / "out" / "kept.wav"
+    job = params(root, seed=5, variations=2, output=str(out))
+    d = DaemonProcess(root, *entry)
+    d.client.submit(job, job_id="written-1")
+    assert d.proc.wait(60) == -signal.SIGKILL
+    d.client.close()
+    d.log.close()
+    take1, take2 = root / "out" / "kept.take1.wav", root / "out" / "kept.take2.wav"
+    assert take1.exists() and not take2.exists()
+    before = (take1.read_bytes(), take1.stat().st_mtime_ns)
+
+    d = DaemonProcess(root, *entry)
+    try:
+        d.client.wait("written-1", timeout_s=60)
+        status = d.client.status("written-1")
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
+    assert status["state"] == "done" and status["attempts"] == 2
+    takes = status["result"]["takes"]
+    assert [t["path"] for t in takes] == [str(take1), str(take2)] and take2.exists()
+    assert (take1.read_bytes(), take1.stat().st_mtime_ns) == before   # kept, not rendered again
+    assert "kept" in takes[0]["warnings"][-1] and not any("kept" in w for w in takes[1]["warnings"])
