@@ -294,8 +294,11 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
     return stream, info
 
 
+# Chosen on 24 windows of the corpus's training split (one per group; prior alone), not on the
+# held-out music the benchmark scores: within 30 % the junction decides (log-mel L1 0.840 -> 0.785,
+# seam flux 0.716 -> 0.547 against the context score alone; 15 %: 0.811 / 0.630; 50 %: 0.800 / 0.551).
 JUNCTION_POOL = 6          # candidates a continuation jump weighs for its junction
-JUNCTION_TIE = 0.15        # ... among those within this fraction of the best context score
+JUNCTION_TIE = 0.30        # ... among those within this fraction of the best context score
 JUNCTION_S = 0.05
 
 
