@@ -151,17 +151,30 @@ def sidecar_owner(dir_fd: int, name: str) -> Optional[bool]:
         os.close(fd)
 
 
-def read_bytes(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
-    """The bytes of a regular file in the held folder (not a link), or None if it is missing, not a
-    regular file, unreadable or larger than `limit`: what an adoption check may trust."""
+def _open_regular(dir_fd: int, name: str) -> Optional[int]:
+    """A descriptor of a regular file in the held folder (never through a link), or None."""
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def read_bytes(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
+    """The bytes of a regular file in the held folder (not a link), or None if it is missing, not a
+    regular file, unreadable or larger than `limit`: what an adoption check may trust."""
+    fd = _open_regular(dir_fd, name)
+    if fd is None:
+        return None
+    try:
+        if os.fstat(fd).st_size > limit:
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(limit + 1)[:limit]
@@ -173,14 +186,10 @@ def read_bytes(dir_fd: int, name: str, limit: int) -> Optional[bytes]:
 
 def sha256_in(dir_fd: int, name: str) -> Optional[str]:
     """sha256 of a regular file in the held folder (never through a link), or None if there is none."""
-    try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                     | getattr(os, "O_CLOEXEC", 0), dir_fd=dir_fd)
-    except OSError:
+    fd = _open_regular(dir_fd, name)
+    if fd is None:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         return _sha256_fd(fd)
     except OSError:
         return None
