@@ -108,13 +108,15 @@ def test_a_full_disk_while_spooling_leaves_no_spool_files_and_a_coded_error(tmp_
     store.close()
 
 
-def test_a_full_disk_while_writing_the_wav_leaves_no_sidecar_and_no_temp_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing_suffix", [".wav", ".json"])
+def test_a_full_disk_while_writing_the_wav_or_its_sidecar_leaves_neither_and_no_temp_file(tmp_path, monkeypatch,
+                                                                                          failing_suffix):
     real_stage = safe_io.stage
     staged = []
 
     def stage(dir_fd, name, write):
         staged.append(name)
-        if name.endswith(".wav"):
+        if name.endswith(failing_suffix):
             def failing(f):
                 f.write(b"RIFF....")
                 raise OSError(errno.ENOSPC, "No space left on device")
@@ -123,5 +125,6 @@ def test_a_full_disk_while_writing_the_wav_leaves_no_sidecar_and_no_temp_file(tm
     monkeypatch.setattr(safe_io, "stage", stage)
     with pytest.raises(OSError):
         write_audio_atomic(tmp_path / "r.wav", tone(0.1), 44100, sidecar={"segue_version": "t"})
-    assert staged == ["r.json", "r.wav"]
+    # The WAV is staged first (the sidecar records its hash), and nothing is committed until both are.
+    assert staged == (["r.wav"] if failing_suffix == ".wav" else ["r.wav", "r.json"])
     assert os.listdir(tmp_path) == []
