@@ -94,7 +94,11 @@ def test_transition_between_overlapping_items_sits_on_the_join(lang, env, song, 
     side = sidecar(placed)
     assert placed.position == pytest.approx(side["offset_s"] - 0.5, abs=1e-6)
     assert placed.length == pytest.approx(side["duration_s"], abs=1e-3)
-    assert placed.position < 6.0 and placed.position + placed.length > 5.0     # it spans the join of A and B
+    # it spans the join the engine chose (A's song.wav time, less A's 0.5 s offset), within its
+    # search reach of the requested join in the middle of the overlap (5.5 s)
+    join = side["prior"]["join_a_s"] - 0.5
+    assert placed.position < join < placed.position + placed.length
+    assert abs(join - 5.5) <= 4.3
     assert [u["name"] for u in p.undo] == ["Segue transition"]
 
 
@@ -113,7 +117,8 @@ def test_a_transition_trims_both_items_to_its_edges_in_the_same_undo_block(lang,
     assert p.messages == []
     (placed,) = new_tracks(p, 2)
     x0, x1 = placed.position, placed.position + placed.length      # the transition
-    assert 5.0 < x1 and x0 < 6.0
+    join = sidecar(placed)["prior"]["join_a_s"] - 0.5                # where the engine joined A and B
+    assert x0 < join < x1 and abs(join - 5.5) <= 4.3
     fade = 0.01
     # A plays up to the transition (overlapping it by the short fade), then fades out
     assert (a.position, a.length, a.fade_out) == (0.0, pytest.approx(x0 + fade), fade)
