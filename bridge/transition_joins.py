@@ -49,9 +49,8 @@ def _number(*values: object) -> Optional[float]:
 def transition_joins(sidecar: dict) -> Optional[TransitionJoins]:
     """The joins a transition sidecar records; None for another task or a sidecar that lacks them.
 
-    The prior records its choices (flattened from PriorInfo.extra, or under "extra"):
-    join_a_s, stretch_factor, and B's segment whose source_start_s is the join in B's own
-    time. Without the prior the requested joins stand (start_s, b_start_s; factor 1). The
+    The prior records its choices (`PriorInfo.to_json`): join_a_s, stretch_factor, and B's
+    segment whose source_start_s is the join in B's own time. Without the prior the requested joins stand (start_s, b_start_s; factor 1). The
     clip spans [offset_s, offset_s + duration_s) of A's timeline; past join_a_s it plays B,
     stretched, so its end has reached b_join + (clip end - join_a) * factor of B's file.
     """
@@ -59,13 +58,12 @@ def transition_joins(sidecar: dict) -> Optional[TransitionJoins]:
     if request.get("task") != "transition":
         return None
     prior = sidecar.get("prior") or {}
-    extra = prior.get("extra") if isinstance(prior.get("extra"), dict) else {}
     offset, duration = _number(sidecar.get("offset_s")), _number(sidecar.get("duration_s"))
     if offset is None or duration is None:
         return None
-    factor = _number(prior.get("stretch_factor"), extra.get("stretch_factor"), 1.0)
+    factor = _number(prior.get("stretch_factor"), 1.0)
     req_a, req_b = _number(request.get("start_s")), _number(request.get("b_start_s"))
-    join_a = _number(prior.get("join_a_s"), extra.get("join_a_s"), req_a)
+    join_a = _number(prior.get("join_a_s"), req_a)
     if join_a is None:
         # A's end (no start_s): a region-span clip is the crossfade centred on the join
         xf = _number(request.get("crossfade_s"))
@@ -74,9 +72,7 @@ def transition_joins(sidecar: dict) -> Optional[TransitionJoins]:
         join_a = offset + xf / 2
     segments = prior.get("segments") or []
     b_seg = segments[1] if len(segments) >= 2 and isinstance(segments[1], dict) else {}
-    join_b_stretched = _number(prior.get("join_b_s"), extra.get("join_b_s"))
-    b_join = _number(b_seg.get("source_start_s"),
-                     join_b_stretched * factor if join_b_stretched is not None else None, req_b)
+    b_join = _number(b_seg.get("source_start_s"), req_b)
     if b_join is None:
         return None
     b_end = b_join + (offset + duration - join_a) * factor
