@@ -12,6 +12,7 @@ frame), computed in chunks so a ten-minute track never holds its whole spectrogr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -82,8 +83,9 @@ class Analysis:
         return i + (sample - b[i]) / (b[i + 1] - b[i])
 
 
-def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0,
-                    fmax: Optional[float] = None) -> np.ndarray:
+@lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0,
+                   fmax: Optional[float] = None) -> np.ndarray:
     """Triangular filters on the mel scale, (n_mels, n_fft // 2 + 1)."""
     fmax = fmax or sample_rate / 2
     mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
@@ -113,7 +115,7 @@ def spectral_frames(mono: np.ndarray, sample_rate: int, chunk_frames: int = 2048
     """(log-mel (T, N_MELS), chroma (T, 12), rms dB (T,)) of a mono signal, frame k centred on sample k * HOP."""
     x = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     n_frames = len(mono) // HOP + 1
-    fb = torch.from_numpy(_mel_filterbank(sample_rate, N_FFT, N_MELS))
+    fb = torch.from_numpy(mel_filterbank(sample_rate, N_FFT, N_MELS))
     cm = torch.from_numpy(_chroma_map(sample_rate, N_FFT))
     window = torch.hann_window(N_FFT)
     padded = torch.nn.functional.pad(x[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect" if len(mono) > N_FFT
@@ -237,7 +239,7 @@ def fine_onset(mono: np.ndarray, sample_rate: int, start: int, stop: int, hop: i
     x = torch.from_numpy(np.ascontiguousarray(mono[start:stop], dtype=np.float32))
     frames = x.unfold(0, FINE_N_FFT, hop)
     spec = torch.fft.rfft(frames * torch.hann_window(FINE_N_FFT), dim=-1)
-    fb = torch.from_numpy(_mel_filterbank(sample_rate, FINE_N_FFT, N_MELS))
+    fb = torch.from_numpy(mel_filterbank(sample_rate, FINE_N_FFT, N_MELS))
     log_mel = torch.log((spec.real ** 2 + spec.imag ** 2) @ fb.T + 1e-6).numpy()
     flux = np.zeros(len(log_mel))
     flux[1:] = np.maximum(np.diff(log_mel, axis=0), 0.0).mean(axis=1)

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..regions import equal_power_curves, smooth_equal_power_curves
-from .analysis import FINE_HOP, Analysis, _mel_filterbank, analyse, fine_onset
+from .analysis import FINE_HOP, N_MELS, Analysis, analyse, fine_onset, mel_filterbank
 from .search import Candidate, align_to_sample, search_span
 
 SILENCE_DB = -70.0
@@ -302,23 +302,12 @@ JUNCTION_TIE = 0.30        # ... among those within this fraction of the best co
 JUNCTION_S = 0.05
 
 
-def _junction_distance(stream: np.ndarray, source: np.ndarray, p: int, rate: int) -> float:
-    """How unlike the stream's last 50 ms is the source's 50 ms before `p` (log-spectral L1)?
-
-    A jump joins the stream to what followed source sample p; the junction is seamless
-    when what preceded p sounds like what the stream ends with.
-    """
-    n = int(JUNCTION_S * rate)
-    if stream.shape[1] < n or p < n:
-        return np.inf
-    w = np.hanning(n)
-    fb = _mel_filterbank(rate, n, 40)[:, :n // 2 + 1] if n % 2 == 0 else _mel_filterbank(rate, n + 1, 40)
-
-    def spec(x: np.ndarray) -> np.ndarray:
-        mag = np.abs(np.fft.rfft(_mono(x) * w, n if n % 2 == 0 else n + 1))
-        return np.log(fb @ mag + 1e-4)
-
-    return float(np.mean(np.abs(spec(stream[:, -n:]) - spec(source[:, p - n:p]))))
+def _junction_spectrum(x: np.ndarray, rate: int) -> np.ndarray:
+    """Log-mel magnitudes of a (channels, n) stretch of audio, n = JUNCTION_S of it."""
+    n = x.shape[1]
+    n_fft = n + n % 2
+    mag = np.abs(np.fft.rfft(_mono(x) * np.hanning(n), n_fft))
+    return np.log(mel_filterbank(rate, n_fft, N_MELS) @ mag + 1e-4)
 
 
 def _rank_by_junction(placed: list[tuple[Candidate, int]], stream: np.ndarray, audios: list[np.ndarray],
@@ -326,14 +315,23 @@ def _rank_by_junction(placed: list[tuple[Candidate, int]], stream: np.ndarray, a
     """The candidates whose context scores tie with the best (within JUNCTION_TIE) first, best junction first.
 
     The context score judges the musical match over seconds; among near-equals the one
-    that meets the stream most smoothly at the sample where the jump is heard wins.
+    that meets the stream most smoothly at the sample where the jump is heard wins: a
+    jump joins the stream to what followed source sample p, and the junction is seamless
+    when what preceded p (its last JUNCTION_S) sounds like what the stream ends with.
     """
-    if len(placed) < 2:
+    n = int(JUNCTION_S * rate)
+    if len(placed) < 2 or stream.shape[1] < n:
         return placed
+    end = _junction_spectrum(stream[:, -n:], rate)
+
+    def junction(i: int) -> float:
+        p = placed[i][1]
+        return float(np.mean(np.abs(_junction_spectrum(audios[i][:, p - n:p], rate) - end))) if p >= n else np.inf
+
     best = min(c.score for c, _ in placed)
     tie = [i for i, (c, _) in enumerate(placed) if c.score <= best + JUNCTION_TIE * abs(best)]
     rest = [i for i in range(len(placed)) if i not in tie]
-    tie.sort(key=lambda i: _junction_distance(stream, audios[i], placed[i][1], rate))
+    tie.sort(key=junction)
     return [placed[i] for i in tie + rest]
 
 
