@@ -21,7 +21,9 @@ import json
 import os
 import secrets
 import stat
+import threading
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Optional
 
@@ -197,11 +199,30 @@ def sha256_in(dir_fd: int, name: str) -> Optional[str]:
         os.close(fd)
 
 
+_HASHES: "OrderedDict[tuple, str]" = OrderedDict()
+_HASHES_LOCK = threading.Lock()
+HASH_CACHE_ENTRIES = 64
+
+
 def sha256_input(path: str | os.PathLike) -> str:
-    """sha256 of an input file's bytes, opened as `open_input` opens it (confined, checked descriptor)."""
+    """sha256 of an input file's bytes, opened as `open_input` opens it (confined, checked descriptor).
+
+    Every take of a variations job records the same inputs: a file whose descriptor shows
+    the same inode, size, mtime and ctime as one hashed before is not read again."""
     fd = open_input(path)
     try:
-        return _sha256_fd(fd)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with _HASHES_LOCK:
+            if key in _HASHES:
+                _HASHES.move_to_end(key)
+                return _HASHES[key]
+        digest = _sha256_fd(fd)
+        with _HASHES_LOCK:
+            _HASHES[key] = digest
+            while len(_HASHES) > HASH_CACHE_ENTRIES:
+                _HASHES.popitem(last=False)
+        return digest
     finally:
         os.close(fd)
 

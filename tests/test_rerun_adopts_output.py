@@ -158,3 +158,14 @@ def test_variations_keep_the_takes_already_written_and_render_the_rest(clip, tmp
         render_takes(request(clip, out, variations=3, seed=2))
     assert e.value.code == "output_exists" and "fill.take2.wav exists" in e.value.message
     assert not (out.parent / "fill.take3.wav").exists()
+
+
+def test_an_input_rewritten_in_place_with_the_same_length_is_hashed_anew(tmp_path):
+    from engine import safe_io
+    f = tmp_path / "in.bin"
+    f.write_bytes(b"a" * 4096)
+    first = safe_io.sha256_input(f)
+    assert safe_io.sha256_input(f) == first          # the same file: the remembered hash
+    with open(f, "r+b") as h:                        # same inode, same size, other bytes
+        h.write(b"b")
+    assert safe_io.sha256_input(f) != first
