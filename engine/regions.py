@@ -66,6 +66,11 @@ def smooth_equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(phase).astype(np.float32), np.sin(phase).astype(np.float32)
 
 
+# The fade a transition's crossfade uses (tasks.transition_mix), and that the prior's join
+# choice predicts the level of (prior.edits.crossfade_dip_db): one definition for both.
+transition_fade_curves = smooth_equal_power_curves
+
+
 def crossfade(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Equal-power crossfade from `a` to `b` over their common length (channels, n)."""
     fo, fi = equal_power_curves(a.shape[-1])

@@ -16,8 +16,8 @@ from .errors import InvalidRequest
 from .guidance import EMBED_LOSSES, RECON_LOSSES, Guidance, LossTerm
 from .models.base import Model
 from .progress import ProgressTracker
-from .regions import (Window, as_tensor, crossfade, frame_mask, frame_support, plan_window, smooth_equal_power_curves,
-                      splice)
+from .regions import (Window, as_tensor, crossfade, frame_mask, frame_support, plan_window, splice,
+                      transition_fade_curves)
 from .request import RenderRequest
 from .schema import MIN_REGION_S, REGION_OUT_OF_RANGE
 from .prior.edits import (_spliced, continuation_prior, crossfade_fill, infill_prior, loop_fill, make_sources,
@@ -438,7 +438,7 @@ def _join(stream: np.ndarray, gen: np.ndarray, context: int, seam: int) -> np.nd
 
 
 def transition_mix(a: np.ndarray, b: np.ndarray, join_a: int, join_b: int, xf: int, *,
-                   curves: Callable[[int], tuple[np.ndarray, np.ndarray]] = smooth_equal_power_curves,
+                   curves: Callable[[int], tuple[np.ndarray, np.ndarray]] = transition_fade_curves,
                    ) -> tuple[np.ndarray, int, int]:
     """The timeline A[:join_a] ++ B[join_b:] with a constant-power crossfade of `xf` samples centred on the join.
 

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..regions import equal_power_curves, smooth_equal_power_curves
+from ..regions import equal_power_curves, transition_fade_curves
 from .analysis import FINE_HOP, N_MELS, Analysis, analyse, fine_onset, mel_filterbank
 from .search import Candidate, align_to_sample, search_span
 
@@ -491,7 +491,7 @@ def crossfade_dip_db(an_a: Analysis, join_a: int, an_b: Analysis, join_b: int, x
     if ka[0] < 0 or kb[0] < 0 or ka[-1] >= an_a.frames or kb[-1] >= an_b.frames:
         return 0.0
     pa, pb = 10 ** (an_a.rms_db[ka] / 10), 10 ** (an_b.rms_db[kb] / 10)
-    fo, fi = smooth_equal_power_curves(n)   # the curves transition_mix uses
+    fo, fi = transition_fade_curves(n)
     mix = float(np.mean(pa * fo ** 2 + pb * fi ** 2))
     side = int(side_s * an_a.sample_rate / hop)
     before = an_a.rms_db[max(0, ka[0] - side):ka[0]]
