@@ -2,7 +2,8 @@
 
 `engine/prior/edits.py` lets a continuation jump prefer, among candidates whose context
 score is within `JUNCTION_TIE` of the best, the one that meets the stream's last
-`JUNCTION_S` seconds most smoothly. This sweep scores the prior alone (no model) on one
+`JUNCTION_S` seconds most smoothly (what precedes the landing point, and at weight
+`JUNCTION_AFTER` what follows it). This sweep scores the prior alone (no model) on one
 window per training group, with `bench/quality.py`'s continuation geometry (2.4 s of the
 track before the cut, 3.6 s continued), by log-mel L1 of the continuation and seam flux at
 the cut. `bench/quality.py` then reports the chosen setting on the held-out music.
@@ -78,9 +79,17 @@ def main(argv: list[str] | None = None) -> None:
     for tie, js in itertools.product((0.0, 0.1, 0.15, 0.3, 0.5), (0.025, 0.05, 0.1)):
         if tie == 0.0 and js != 0.05:
             continue           # without a tie the junction length does not matter
-        edits.JUNCTION_TIE, edits.JUNCTION_S = tie, js
+        edits.JUNCTION_TIE, edits.JUNCTION_S, edits.JUNCTION_AFTER = tie, js, 0.0
         l1, flux = score(cases)
         print(f"| {tie} | {js} | {l1:.3f} | {flux:.3f} |", flush=True)
+    # Second table: at the chosen tie and length, how much "what follows p sounds like the
+    # stream's end" counts beside "what precedes p does".
+    edits.JUNCTION_TIE, edits.JUNCTION_S = 0.3, 0.05
+    print("\n| weight of what follows p | log-mel L1 | seam flux |\n|---|---|---|")
+    for after in (0.0, 0.25, 0.5, 0.75, 1.0):
+        edits.JUNCTION_AFTER = after
+        l1, flux = score(cases)
+        print(f"| {after} | {l1:.3f} | {flux:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -273,3 +273,26 @@ def test_a_missing_or_corrupt_source_is_a_coded_error_and_nothing_is_written(tmp
                              sources=(str(source),), output=str(out)))
     assert err.value.code != "internal"
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_continuation_jump_prefers_the_landing_whose_sound_goes_on_like_the_streams_end():
+    """Among candidates whose context scores tie, the junction decides: the stream ends on a
+    tone, both landings are preceded by that tone, and the one followed by it (not by noise)
+    is heard as seamless."""
+    from engine.prior.edits import _rank_by_junction
+    from engine.prior.search import Candidate
+
+    tt = np.arange(RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * tt)).astype(np.float32)
+    noise = (0.3 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)
+    half = RATE // 2
+    into_noise = np.stack([np.concatenate([tone[:half], noise[:half]])] * 2)
+    on_tone = np.stack([tone] * 2)
+    stream = np.stack([tone[:half]] * 2)
+    placed = [(Candidate(0, 0, score=1.00, typical=2.0), half), (Candidate(1, 0, score=1.05, typical=2.0), half)]
+    ranked = _rank_by_junction(placed, stream, [into_noise, on_tone], RATE)
+    assert ranked[0][0].source == 1, "the landing followed by noise must lose to the one followed by the tone"
+
+    far = [(Candidate(0, 0, score=1.00, typical=2.0), half), (Candidate(1, 0, score=2.00, typical=2.0), half)]
+    assert _rank_by_junction(far, stream, [into_noise, on_tone], RATE)[0][0].source == 0, \
+        "a clearly better musical match is not traded for a smoother junction"

@@ -297,9 +297,12 @@ def continuation_prior(sources: list[Source], cut: int, duration: int, *, contex
 # Chosen on 24 windows of the corpus's training split (one per group; prior alone), not on the
 # held-out music the benchmark scores: within 30 % the junction decides (log-mel L1 0.840 -> 0.785,
 # seam flux 0.716 -> 0.547 against the context score alone; 15 %: 0.811 / 0.630; 50 %: 0.800 / 0.551).
+# Weighing what follows p at half (0.5: L1 0.790, flux 0.536; 0 (before p only): 0.785 / 0.547;
+# 1.0: 0.798 / 0.534; 0.25 as 0.5) is `bench/tune_continuation_junction.py`'s second table.
 JUNCTION_POOL = 6          # candidates a continuation jump weighs for its junction
 JUNCTION_TIE = 0.30        # ... among those within this fraction of the best context score
 JUNCTION_S = 0.05
+JUNCTION_AFTER = 0.5       # weight of "what follows p sounds like the stream's end" against "what precedes p does"
 
 
 def _junction_spectrum(x: np.ndarray, rate: int) -> np.ndarray:
@@ -315,9 +318,11 @@ def _rank_by_junction(placed: list[tuple[Candidate, int]], stream: np.ndarray, a
     """The candidates whose context scores tie with the best (within JUNCTION_TIE) first, best junction first.
 
     The context score judges the musical match over seconds; among near-equals the one
-    that meets the stream most smoothly at the sample where the jump is heard wins: a
-    jump joins the stream to what followed source sample p, and the junction is seamless
-    when what preceded p (its last JUNCTION_S) sounds like what the stream ends with.
+    that meets the stream most smoothly at the sample where the jump is heard wins. A
+    jump joins the stream's end to what followed source sample p, so the junction is
+    seamless when what preceded p (its last JUNCTION_S) sounds like what the stream ends
+    with (the jump lands on the same moment) and when what follows p does too (the
+    listener hears no change of sound across it), the second weighed JUNCTION_AFTER.
     """
     n = int(JUNCTION_S * rate)
     if len(placed) < 2 or stream.shape[1] < n:
@@ -325,8 +330,12 @@ def _rank_by_junction(placed: list[tuple[Candidate, int]], stream: np.ndarray, a
     end = _junction_spectrum(stream[:, -n:], rate)
 
     def junction(i: int) -> float:
-        p = placed[i][1]
-        return float(np.mean(np.abs(_junction_spectrum(audios[i][:, p - n:p], rate) - end))) if p >= n else np.inf
+        p, audio = placed[i][1], audios[i]
+        if p < n or p + n > audio.shape[1]:
+            return np.inf
+        before = np.mean(np.abs(_junction_spectrum(audio[:, p - n:p], rate) - end))
+        after = np.mean(np.abs(_junction_spectrum(audio[:, p:p + n], rate) - end))
+        return float(before + JUNCTION_AFTER * after)
 
     best = min(c.score for c, _ in placed)
     tie = [i for i, (c, _) in enumerate(placed) if c.score <= best + JUNCTION_TIE * abs(best)]
