@@ -44,12 +44,17 @@ STYLES = ["lofi-warm", "bright-synth", "dark-ambient", "percussive", "strings-pa
 
 def held_out(data_dir: Path, n: int, seconds: float) -> list[tuple[str, np.ndarray]]:
     """`seconds` from 40 % into each test-split track (at most n tracks, one per group)."""
+    return split_clips(data_dir, n, seconds, "test")
+
+
+def split_clips(data_dir: Path, n: int, seconds: float, split: str) -> list[tuple[str, np.ndarray]]:
+    """`seconds` from 40 % into each track of `split` (at most n tracks, one per group)."""
     tracks, seen = [], set()
     for t in load_index(data_dir):
-        if t.split == "test" and t.group not in seen and t.duration_s >= seconds + 2:
+        if t.split == split and t.group not in seen and t.duration_s >= seconds + 2:
             seen.add(t.group)
             tracks.append(t)
-    pcm = load_split(data_dir, "test")
+    pcm = load_split(data_dir, split)
     out = []
     for t in tracks[:n]:
         a = t.offset + int(0.4 * (t.frames - seconds * RATE))
@@ -193,7 +198,8 @@ def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
     return path
 
 
-def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, seconds: float = 4.0) -> Path:
+def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, seconds: float = 4.0,
+            texture_iterations: int = 60) -> Path:
     """A finer spectrogram (1024-point, 5.8 ms hop) of the first seconds: input, chain, chain + texture match.
 
     For looking at what the texture match adds: zipper noise or musical noise would show as
@@ -205,7 +211,7 @@ def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, second
 
     n = int(seconds * RATE)
     panels = [("input", clip), ("chain", style_once(preset, clip, texture_iterations=0)[0]),
-              ("chain + texture match", style_once(preset, clip)[0])]
+              ("chain + texture match", style_once(preset, clip, texture_iterations=texture_iterations)[0])]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
     top = None
     for ax, (title, a) in zip(axes, panels):

@@ -50,13 +50,15 @@ class TextureSettings:
 
     iterations: int = 60
     learning_rate: float = 0.3
-    bound_db: float = 18.0
+    bound_db: float = 12.0           # the EQ curve's bound
+    expansion_max: float = 1.0       # |expansion|: 1 doubles a band's accents, -1 flattens them
+    envelope_s: float = 1.0          # the accents are the band's level against its mean over this long
+    envelope_clip_db: float = 12.0
+    detector_s: float = 0.035        # the band level is read over this long (a multiband dynamics' detector)
     bands: int = 48
-    frame_s: float = 0.1
     frame_stride: int = 4
-    smooth_time: float = 0.03
     smooth_freq: float = 0.03
-    chroma_weight: float = 4.0
+    chroma_weight: float = 16.0
     onset_weight: float = 4.0
     centroid_weight: float = 20.0
     headroom_weight: float = 20.0
@@ -70,17 +72,19 @@ class TextureSettings:
 
 @dataclass
 class TextureResult:
-    """The matched audio, the log-gain applied (dB, bands x frames per window) and the distances."""
+    """The matched audio, the EQ (dB) and expansion per band of each window, and the distances."""
 
     audio: np.ndarray
-    gain_db: list[np.ndarray]
+    eq_db: list[np.ndarray]
+    expansion: list[np.ndarray]
     distance_before: float
     distance_after: float
     seconds: float
     fraction_applied: float = 1.0   # under 1 where the full gain cost level (peak ceiling) or distance
+    drift_db: float = 0.0           # the most any bin's applied gain, averaged over envelope_s, moves over the clip
 
 
-# --- the gain field ------------------------------------------------------------------------
+# --- the gain: an EQ curve and per-band dynamics -------------------------------------------
 
 def band_interpolation(n_bins: int, sample_rate: int, bands: int) -> torch.Tensor:
     """(n_bins, bands) weights: linear interpolation in mel between band centres (each row sums to 1)."""
@@ -97,22 +101,6 @@ def band_interpolation(n_bins: int, sample_rate: int, bands: int) -> torch.Tenso
     return torch.from_numpy(w)
 
 
-def frame_interpolation(n_frames: int, frames: int) -> torch.Tensor:
-    """(frames, n_frames) weights: linear interpolation in time from gain frames to STFT frames."""
-    pos = np.linspace(0.0, frames - 1, n_frames) if frames > 1 else np.zeros(n_frames)
-    lo = np.floor(pos).astype(int).clip(0, frames - 1)
-    hi = (lo + 1).clip(0, frames - 1)
-    frac = pos - lo
-    w = np.zeros((frames, n_frames))
-    w[lo, np.arange(n_frames)] += 1.0 - frac
-    w[hi, np.arange(n_frames)] += frac
-    return torch.from_numpy(w)
-
-
-def gain_frames(n_samples: int, sample_rate: int, frame_s: float) -> int:
-    return max(2, int(math.ceil(n_samples / sample_rate / frame_s)) + 1)
-
-
 def _stft(x: torch.Tensor) -> torch.Tensor:
     return torch.stft(x, N_FFT, hop_length=HOP, window=torch.hann_window(N_FFT, dtype=x.dtype), center=True,
                       pad_mode="reflect", return_complex=True)
@@ -123,38 +111,45 @@ def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
                        center=True, length=length)
 
 
-class GainField:
-    """Maps a (bands, frames) log-gain in dB onto the STFT grids of one stretch of audio.
+def _moving_mean(x: torch.Tensor, span: int) -> torch.Tensor:
+    """Centred moving mean along the last axis over `span` frames (odd), edges replicated."""
+    if span <= 1:
+        return x
+    padded = torch.nn.functional.pad(x[None], (span // 2, span // 2), mode="replicate")[0]
+    return torch.nn.functional.avg_pool1d(padded[None], span, stride=1)[0]
 
-    `db` gives the gain on the synthesis STFT (N_FFT / HOP, which is also the DSP
-    embedder's main STFT), `db_on(n_fft, hop)` on another grid (the embedder's
-    chroma STFT). Bins under SUBSONIC_HZ are never boosted (no DC or rumble pumped up
-    to meet a drone's mean spectrum).
+
+class GainGrid:
+    """How (bands) EQ dB and (bands) expansion factors become a gain in dB on one STFT grid of one stretch.
+
+    gain(bin, frame) = EQ(bin) + expansion(bin) * envelope(bin, frame), where the
+    envelope is the band's own level (dB) minus its moving mean over `envelope_s`,
+    clipped to +-`envelope_clip_db`: an expansion above 0 deepens the music's own
+    accents (more punch), below 0 evens them out (smoother), and nothing in the gain can
+    move unless the music does. Bins under SUBSONIC_HZ are never boosted (no DC or
+    rumble pumped up to meet a drone's mean spectrum).
     """
 
-    def __init__(self, n_samples: int, sample_rate: int, settings: TextureSettings) -> None:
-        self.n_samples, self.sample_rate, self.bands = n_samples, sample_rate, settings.bands
-        self.frames = gain_frames(n_samples, sample_rate, settings.frame_s)
-        self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, power: torch.Tensor, sample_rate: int, hop: int, settings: "TextureSettings") -> None:
+        n_bins = power.shape[0]
+        self.interp = band_interpolation(n_bins, sample_rate, settings.bands).float()      # (bins, bands)
+        pool = self.interp.T / self.interp.T.sum(dim=1, keepdim=True).clamp(min=1e-9)       # (bands, bins)
+        level = 10.0 * torch.log10(pool @ power + 1e-12)
+        level = torch.maximum(level, level.max() - 80.0)
+        edge = -(-(n_bins - 1) // hop)      # frames whose window reaches past the clip (reflect padding) ...
+        if level.shape[1] > 2 * edge + 1:   # ... do not read its level: they take their neighbour's
+            level = torch.cat([level[:, edge:edge + 1].expand(-1, edge), level[:, edge:-edge],
+                               level[:, -edge - 1:-edge].expand(-1, edge)], dim=1)
+        # the detector's ~35 ms time constant: partials beating inside a band are not accents
+        level = _moving_mean(level, max(1, int(round(settings.detector_s * sample_rate / hop))) // 2 * 2 + 1)
+        span = int(round(settings.envelope_s * sample_rate / hop)) // 2 * 2 + 1
+        env = (level - _moving_mean(level, span)).clamp(-settings.envelope_clip_db, settings.envelope_clip_db)
+        self.envelope = self.interp @ env                                                    # (bins, frames)
+        self.subsonic = torch.from_numpy(np.linspace(0.0, sample_rate / 2, n_bins) < SUBSONIC_HZ)[:, None]
 
-    def _grid(self, n_fft: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        key = (n_fft, hop)
-        if key not in self._grids:
-            n_bins = n_fft // 2 + 1
-            f = band_interpolation(n_bins, self.sample_rate, self.bands).float()
-            t = frame_interpolation(self.n_samples // hop + 1, self.frames).float()
-            sub = torch.from_numpy(np.linspace(0.0, self.sample_rate / 2, n_bins) < SUBSONIC_HZ)[:, None]
-            self._grids[key] = (f, t, sub)
-        return self._grids[key]
-
-    def db_on(self, grid_db: torch.Tensor, n_fft: int, hop: int, stride: int = 1) -> torch.Tensor:
-        """(bands, frames) dB -> (n_fft // 2 + 1, stft frames) dB (every `stride`-th frame)."""
-        f, t, sub = self._grid(n_fft, hop)
-        db = f @ grid_db @ t[:, ::stride]
-        return torch.where(sub, -torch.relu(-db), db)
-
-    def db(self, grid_db: torch.Tensor) -> torch.Tensor:
-        return self.db_on(grid_db, N_FFT, HOP)
+    def db(self, eq_db: torch.Tensor, expansion: torch.Tensor) -> torch.Tensor:
+        db = (self.interp @ eq_db)[:, None] + (self.interp @ expansion)[:, None] * self.envelope
+        return torch.where(self.subsonic, -torch.relu(-db), db)
 
 
 def apply_gain(audio: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
@@ -175,6 +170,7 @@ class ContentMeasures:
 
     def __init__(self, embedder, sample_rate: int) -> None:
         self.chroma_fb = embedder.chroma_fb.float()
+        self.sample_rate = sample_rate
         freqs = np.fft.rfftfreq(N_FFT, 1.0 / sample_rate)
         edges = np.geomspace(40.0, min(16000.0, sample_rate / 2), 41)
         bands = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in zip(edges[:-1], edges[1:])]).astype(np.float32)
@@ -244,37 +240,49 @@ def windows(n: int, rate: int, settings: TextureSettings) -> list[tuple[int, int
 
 
 def optimise_window(embedder, content: ContentMeasures, mid: torch.Tensor, anchor: torch.Tensor,
-                    reference: torch.Tensor, w: torch.Tensor, field: GainField, settings: TextureSettings,
-                    on_iteration: Optional[Callable[[], None]] = None, tone: int = 0) -> torch.Tensor:
-    """The (bands, frames) log-gain in dB that moves `mid` toward the reference, keeping `anchor`'s content.
+                    reference: torch.Tensor, w: torch.Tensor, settings: TextureSettings,
+                    on_iteration: Optional[Callable[[], None]] = None, tone: int = 0,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (bands) EQ in dB and (bands) expansion that move `mid` toward the reference, keeping `anchor`'s content.
 
     Works on power spectrograms: the gained audio's spectrogram is taken as the input's
     times the gain squared (exact up to STFT consistency for a gain this smooth), so an
     iteration costs no STFT; and every `frame_stride`-th frame stands for its neighbours
-    (the statistics are means, spreads and correlations over time, and the gain moves
-    only every ~100 ms). The caller measures the real result.
+    (the statistics are means, spreads and correlations over time). The caller measures
+    the real result.
     """
     cfg = embedder.config
+    rate = content.sample_rate
     with torch.no_grad():
         power, cpow = (p[0].float() for p in embedder.spectra(mid[None, None]))
         a_power, a_cpow = (p[0].float() for p in embedder.spectra(anchor[None, None]))
+        grid, cgrid = GainGrid(power, rate, cfg.hop, settings), GainGrid(cpow, rate, cfg.chroma_hop, settings)
         k = settings.frame_stride
+        grid.envelope = grid.envelope[:, ::k].contiguous()
         power, a_power = power[:, ::k].contiguous(), a_power[:, ::k].contiguous()
         anchor_chroma = content.chroma(a_cpow)
         anchor_onset = content.onset(a_power)
         centroid0 = content.log_centroid(power)
         loudness0 = content.log_loudness(power)
         headroom0 = content.log_headroom_cost(power)
-    raw = torch.zeros(settings.bands, field.frames, requires_grad=True)
-    opt = torch.optim.Adam([raw], lr=settings.learning_rate)
+    eq_raw = torch.zeros(settings.bands, requires_grad=True)
+    ex_raw = torch.zeros(settings.bands, requires_grad=True)
+    opt = torch.optim.Adam([eq_raw, ex_raw], lr=settings.learning_rate)
     ref = (w * reference.reshape(-1).float()).detach()
     scale, offset = embedder.scale.float(), embedder.offset.float()
+
+    def params() -> tuple[torch.Tensor, torch.Tensor]:
+        return settings.bound_db * torch.tanh(eq_raw), settings.expansion_max * torch.tanh(ex_raw)
+
     for _ in range(settings.iterations):
         opt.zero_grad()
-        unit = torch.tanh(raw)
-        grid = settings.bound_db * unit
-        p = power * torch.pow(10.0, field.db_on(grid, N_FFT, HOP, k) / 10.0)
-        cp = cpow * torch.pow(10.0, field.db_on(grid, cfg.chroma_n_fft, cfg.chroma_hop) / 10.0)
+        eq_db, expansion = params()
+        p = power * torch.pow(10.0, grid.db(eq_db, expansion) / 10.0)
+        cp = cpow * torch.pow(10.0, cgrid.db(eq_db, expansion) / 10.0)
+        # The loudness match that follows the stage, modelled: judged at the input's loudness, the gain
+        # cannot win by changing the level (expansion raises it), only by changing the balance.
+        level = torch.exp(loudness0 - content.log_loudness(p))
+        p, cp = p * level, cp * level
         f = embedder.features_from_power(p[None], cp[None])
         e = (torch.cat([f[g] for g in embedder.slices], dim=1)[0] - offset) / scale * w
         loss = ((e - ref) ** 2).sum()
@@ -290,19 +298,21 @@ def optimise_window(embedder, content: ContentMeasures, mid: torch.Tensor, ancho
             loss = loss + settings.loudness_weight * (content.log_loudness(p) - loudness0) ** 2
         if settings.headroom_weight:
             loss = loss + settings.headroom_weight * torch.relu(content.log_headroom_cost(p) - headroom0) ** 2
-        loss = loss + settings.smooth_time * (unit[:, 1:] - unit[:, :-1]).pow(2).mean() * field.frames \
-            + settings.smooth_freq * (unit[1:] - unit[:-1]).pow(2).mean() * settings.bands
+        loss = loss + settings.smooth_freq * settings.bands * (
+            (eq_db[1:] - eq_db[:-1]).div(settings.bound_db).pow(2).mean()
+            + (expansion[1:] - expansion[:-1]).div(settings.expansion_max).pow(2).mean())
         loss.backward()
         opt.step()
         if on_iteration is not None:
             on_iteration()
-    return (settings.bound_db * torch.tanh(raw)).detach()
+    eq_db, expansion = params()
+    return eq_db.detach(), expansion.detach()
 
 
 def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, reference: torch.Tensor,
                   weights: dict, strength: float, settings: TextureSettings = TextureSettings(),
                   on_iteration: Optional[Callable[[], None]] = None, tone: str = "neutral") -> TextureResult:
-    """Move (C, N) `audio` toward `reference` with a smooth bounded gain; `anchor` is the content to keep.
+    """Move (C, N) `audio` toward `reference` with an EQ curve and per-band dynamics; `anchor` is the content to keep.
 
     The result is loudness-matched back to `audio` (the optimiser saw it at that level).
     `tone` ("dark", "bright", "neutral") is the way the chain moved the centroid: the
@@ -313,7 +323,7 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
     w = weights_vector(embedder, weights)
     before = weighted_distance(embedder, audio, reference, w)
     if strength <= 0.0 or settings.iterations <= 0:
-        return TextureResult(audio.copy(), [], before, before, time.perf_counter() - t0, 0.0)
+        return TextureResult(audio.copy(), [], [], before, before, time.perf_counter() - t0, 0.0)
     x = torch.from_numpy(audio)
     mid = x.mean(dim=0)
     anc = torch.from_numpy(np.ascontiguousarray(anchor, dtype=np.float32)).mean(dim=0)
@@ -323,13 +333,15 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
     n_stft = n // HOP + 1
     total_db = torch.zeros(N_FFT // 2 + 1, n_stft)
     total_w = torch.zeros(n_stft)
-    grids = []
+    eqs, expansions = [], []
     for a, b in spans:
-        field = GainField(b - a, rate, settings)
-        grid = optimise_window(embedder, content, mid[a:b], anc[a:b], reference, w, field, settings, on_iteration,
-                               tone={"dark": -1, "bright": 1}.get(tone, 0))
-        grids.append(grid.numpy())
-        db = field.db(grid * float(strength))
+        eq_db, expansion = optimise_window(embedder, content, mid[a:b], anc[a:b], reference, w, settings,
+                                           on_iteration, tone={"dark": -1, "bright": 1}.get(tone, 0))
+        eqs.append(eq_db.numpy())
+        expansions.append(expansion.numpy())
+        with torch.no_grad():
+            grid = GainGrid(_stft(mid[a:b]).abs().pow(2), rate, HOP, settings)
+            db = grid.db(eq_db * float(strength), expansion * float(strength))
         fa = a // HOP
         m = min(db.shape[1], n_stft - fa)
         ramp = _ramp(m, int(settings.overlap_s * rate) // HOP, a > 0, b < n)
@@ -349,7 +361,10 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
             break
     if fraction == 0.0:
         out, after = audio.copy(), before
-    return TextureResult(out, grids, before, after, time.perf_counter() - t0, fraction)
+    applied = total_db * fraction
+    slow = _moving_mean(applied, int(round(settings.envelope_s * rate / HOP)) // 2 * 2 + 1)
+    drift = float((slow.max(dim=1).values - slow.min(dim=1).values).max())
+    return TextureResult(out, eqs, expansions, before, after, time.perf_counter() - t0, fraction, drift)
 
 
 def _ramp(m: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tensor:
