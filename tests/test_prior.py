@@ -94,6 +94,7 @@ def test_the_infill_of_a_removed_bar_of_a_periodic_signal_restores_it(gap_at):
     # The copy comes from a whole number of phrases away, never from the gap itself.
     src = info.segments[0]["source_start_s"]
     assert abs(src - gap_at) >= 2.0 and abs(((src - gap_at) / 8.0) - round((src - gap_at) / 8.0)) < 1e-3
+    assert info.to_json()["gain_db"] == pytest.approx(0.0, abs=0.05)   # recorded: the copy kept its level
 
 
 def test_a_rendered_infill_with_the_builtin_refiner_stays_close_to_the_truth():

@@ -159,18 +159,17 @@ def infill_prior(sources: list[Source], start: int, stop: int, *, context_s: flo
     def trusted(lo: int, hi: int) -> bool:   # the region's own audio is not evidence of anything
         return c.source != 0 or hi <= start or lo >= stop
 
-    pairs = []
-    if trusted(max(0, s0 - ctx_n), s0):
-        pairs.append((a[:, max(0, start - ctx_n):start], src.audio[:, max(0, s0 - ctx_n):s0]))
-    if trusted(s0 + length, s0 + length + ctx_n):
-        pairs.append((a[:, stop:stop + ctx_n], src.audio[:, s0 + length:s0 + length + ctx_n]))
-    gain = level_match_gain(pairs) if pairs else 1.0
+    left = (a[:, max(0, start - ctx_n):start], src.audio[:, max(0, s0 - ctx_n):s0])
+    right = (a[:, stop:stop + ctx_n], src.audio[:, s0 + length:s0 + length + ctx_n])
+    sides = [p for p, ok in ((left, trusted(max(0, s0 - ctx_n), s0)),
+                             (right, trusted(s0 + length, s0 + length + ctx_n))) if ok]
+    gain = level_match_gain(sides) if sides else 1.0
     timeline = a.copy()
     timeline[:, start:stop] = _spliced(a, src.audio[:, s0:s0 + length] * gain, start, stop, seam)
-    info.extra["gain_db"] = round(20 * np.log10(gain), 2)
     info.match_ratio = c.match_ratio
     info.segments.append(_segment(src, s0, length, start, rate))
-    info.extra = {"score": c.score, "candidates": len(cands)}
+    info.extra = {"score": c.score, "candidates": len(cands),
+                  "gain_db": round(20 * np.log10(gain), 2)}
     return timeline, info
 
 
