@@ -9,10 +9,11 @@ Why this order. Guidance alone re-noised clips without moving their colour
    a fitted matching EQ toward the reference's spectral envelope, and a
    loudness match: to the input's LUFS after a chain (colour, not level), to the
    reference's after `--reference` (moved by `strength`).
-   Then the **texture match** (`engine.style_texture`, `texture_iterations` > 0): a
-   smooth time-frequency gain, bounded in dB, optimised toward the reference
-   embedding while keeping the input's chroma and onsets (the guidance the model's
-   sampler could not give without re-noising the music), applied by `strength`.
+   Then the **texture match** (`engine.style_texture`, `texture_iterations` > 0): an
+   EQ curve and per-band dynamics (the music's own accents deepened or evened out),
+   bounded, optimised toward the reference embedding while keeping the input's
+   chroma and onsets (the guidance the model's sampler could not give without
+   re-noising the music), applied by `strength`.
 2. **Refine (the model, optional).** The coloured region is cut into
    overlapping windows; each is re-noised only to `refine_strength * strength`
    of the schedule and denoised with guidance toward the reference embedding

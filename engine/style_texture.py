@@ -1,28 +1,36 @@
-"""Texture match: embedding guidance on a smooth time-frequency gain, so it cannot destroy the music.
+"""Texture match: embedding guidance on an EQ curve and per-band dynamics, so it cannot destroy the music.
 
 Why. The effect chain sets a clip's colour but moves its distance to the preset's
 reference embedding by -7..+15 %, and the diffusion model's guidance re-noised the
 clip (onsets lost) without getting closer. Here guidance optimises something that
-can only re-weigh what is already there: a log-gain per (mel-spaced band x ~100 ms
-frame), bounded to +-`bound_db` by a tanh, interpolated smoothly onto the STFT grid
-and applied to the STFT magnitude with the original phase (then iSTFT). No new notes,
-no new onsets, no phase damage; the harmony and rhythm can only be re-balanced.
+can only re-weigh what is already there, per mel-spaced band (48, interpolated onto
+the STFT bins):
 
-The gain is found by Adam (a fixed number of iterations from zero, so the result is
-deterministic) on
+  gain(bin, frame) dB = EQ(bin) + expansion(bin) * accent(bin, frame)
+
+with EQ bounded to +-`bound_db` and expansion to +-`expansion_max` by tanh, and the
+accent the band's own level (read over ~35 ms) against its mean over `envelope_s`,
+clipped to +-`envelope_clip_db`: expansion above 0 deepens the music's accents, below
+0 evens them out, like a multiband expander or compressor. The gain is applied to the
+STFT magnitude with the original phase (then iSTFT). No new notes, no new onsets, no
+phase damage, and nothing moves in time unless the music does: an earlier free
+(band x 100 ms) gain manufactured a drum reference's dynamics with slow broadband
+sweeps the music did not have (measured here as `drift_db`).
+
+The parameters are found by Adam (a fixed number of iterations from zero, so the
+result is deterministic) on the gained power spectrogram, brought back to the
+input's K-weighted loudness (the loudness match that follows, modelled), with
 
     ||w * (E(y) - ref)||^2                        (the preset's weighted embedding distance)
   + chroma_weight * (1 - corr(chroma(y), chroma(x0)))   (harmony kept, per frame)
   + onset_weight * (1 - corr(onset(y), onset(x0)))      (rhythm kept)
   + centroid_weight * (log centroid(y) - log centroid(x))^2       (the chain's colour kept; 10x against its tone)
-  + headroom_weight * relu(growth of unweighted / K-weighted power)^2   (no bass that only eats headroom)
-  + smooth_time * mean(d/dt g)^2 + smooth_freq * mean(d/df g)^2   (g in units of bound)
-
-  + loudness_weight * (log K-weighted power(y) - that of x)^2       (the loudness match after would undo it)
+  + headroom_weight * relu(growth of unweighted / K-weighted power)^2   (no bass or accents that only eat headroom)
+  + smooth_freq * (roughness of EQ and expansion across bands)
 
 with E the DSP embedder and x0 the content anchor (the clip before the chain, which
 is what the benchmark's chroma and onset correlations compare with). `strength`
-is the fraction of the optimised log-gain applied (0 returns the input untouched).
+is the fraction of the optimised gain applied (0 returns the input untouched).
 Long audio is optimised in windows whose gains are cross-faded in the log domain.
 """
 from __future__ import annotations
@@ -62,7 +70,6 @@ class TextureSettings:
     onset_weight: float = 4.0
     centroid_weight: float = 20.0
     headroom_weight: float = 20.0
-    loudness_weight: float = 20.0
     window_s: float = 12.0
     overlap_s: float = 1.0
 
@@ -294,8 +301,6 @@ def optimise_window(embedder, content: ContentMeasures, mid: torch.Tensor, ancho
             moved = content.log_centroid(p) - centroid0
             against = moved ** 2 if tone == 0 else moved ** 2 + 10.0 * torch.relu(-tone * moved) ** 2
             loss = loss + settings.centroid_weight * against
-        if settings.loudness_weight:   # the loudness match that follows would undo a level change: keep it
-            loss = loss + settings.loudness_weight * (content.log_loudness(p) - loudness0) ** 2
         if settings.headroom_weight:
             loss = loss + settings.headroom_weight * torch.relu(content.log_headroom_cost(p) - headroom0) ** 2
         loss = loss + settings.smooth_freq * settings.bands * (
