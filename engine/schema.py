@@ -158,6 +158,9 @@ FIELDS: tuple[FieldSpec, ...] = (
        cli=("--b-start",), osc="b_start", tasks=("transition",)),
     _f("crossfade_s", "float", 2.5, "length of the regenerated crossfade, seconds (transition)", lo=MIN_REGION_S,
        hi=60.0, cli=("--crossfade",), osc="crossfade", tasks=("transition",), preset=True),
+    _f("join_search_s", "float", 4.0, "how far the similarity prior may move each join point, seconds, to "
+       "join on matching beats (transition; 0 keeps the requested joins exactly)", lo=0.0, hi=16.0,
+       cli=("--join-search",), osc="join_search", tasks=("transition",), preset=True),
     # style
     _f("reference", "audio", None, "reference audio to move toward (style; or a style preset)", optional=True,
        cli=("--reference",), osc="reference", tasks=("style",)),

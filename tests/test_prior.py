@@ -184,6 +184,22 @@ def test_a_transition_corrects_a_tempo_the_short_clip_b_misjudged():
     assert abs(_tempo_miss(src.analysis, an_b)) < 0.01
 
 
+@pytest.mark.parametrize("search_s", [0.0, 0.3])
+def test_a_transition_moves_its_joins_no_further_than_the_request_allows(search_s):
+    """Two loops a fraction of a beat out of phase: left free, the prior moves the joins to land
+    B's hits on A's beats; `join_search_s` bounds how far (0: the producer's joins exactly)."""
+    a = drum_loop(120.0, 16.0, chords=False)
+    b = drum_loop(120.0, 16.0, chords=False, seed=3, offset=0.33)
+    base = dict(task="transition", audio=(PCMAudio(a, RATE), PCMAudio(b, RATE)), start_s=10.37, b_start_s=3.11,
+                crossfade_s=2.0, refine_strength=0.0)
+    free = render_audio(RenderRequest(**base)).info
+    assert abs(free["join_a_s"] - 10.37) > search_s or abs(free["join_b_s"] - 3.11) > search_s  # it does move them
+    held = render_audio(RenderRequest(**base, join_search_s=search_s)).info
+    assert held["stretch_factor"] == 1.0
+    assert abs(held["join_a_s"] - 10.37) <= search_s + 1e-6, held["join_a_s"]
+    assert abs(held["join_b_s"] - 3.11) <= search_s + 1e-6, held["join_b_s"]
+
+
 def test_tempo_match_folds_octaves():
     a = analyse(drum_loop(120.0, 12.0), RATE)
     b = analyse(drum_loop(62.0, 12.0), RATE)

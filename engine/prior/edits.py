@@ -401,7 +401,9 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
 
     Returns (B as placed, its analysis, join in A, join in B, info). Without beat grids
-    the requested joins stand and only the tempo match is skipped.
+    the joins are chosen on a 0.1 s lattice and the tempo match is skipped. No join moves
+    more than `search_s` from the requested one (B's measured in its stretched time), the
+    phase shift included: 0 keeps both.
     """
     import pedalboard
 
@@ -432,9 +434,10 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     ja_ok = lambda j: half <= j <= a_src.audio.shape[1] - (xf - half)  # noqa: E731
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
     zone = int(search_s * rate)
+    near = min(rate // 4, zone)         # a beat just past the requested point is as good as one before it
     if info.beat_tracked:
-        cand_a = [int(x) for x in an_a.beats if join_a - zone <= x <= join_a + rate // 4 and ja_ok(x)]
-        cand_b = [int(x) for x in an_b.beats if join_b - rate // 4 <= x <= join_b + zone and jb_ok(x)]
+        cand_a = [int(x) for x in an_a.beats if join_a - zone <= x <= join_a + near and ja_ok(x)]
+        cand_b = [int(x) for x in an_b.beats if join_b - near <= x <= join_b + zone and jb_ok(x)]
         if not (cand_a and cand_b):
             info.fallback = "no beats near the requested join points; joins chosen frame by frame"
     if not (info.beat_tracked and cand_a and cand_b):
@@ -463,6 +466,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         shifted = []
         for d, ja, jb in scored[:PHASE_RESCORE]:
             shift = onset_phase_shift(a_mono, an_a, ja, b_mono, jb, xf)
+            if abs(jb + shift - join_b) > zone:
+                shift = 0
             if shift and jb_ok(jb + shift) and (d2 := join_score(ja, jb + shift)) is not None:
                 shifted.append((d2, ja, jb + shift, shift))
             else:
