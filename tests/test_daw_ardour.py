@@ -308,6 +308,34 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
         np.testing.assert_allclose(after[:, x1 + margin:x1 + n], src_b[:, at + margin:at + n], atol=2e-4)
 
 
+def test_keep_joins_holds_the_requested_joins_so_b_stays_where_it_was(tmp_path, serve):
+    """The same loops the engine otherwise joins elsewhere ("moved"), with `--keep-joins` on the
+    headless command line: the request carries --join-search 0, the joins stay at the middle of the
+    overlap, and B plays on from its own place on the timeline (trimmed, not moved)."""
+    session = make_loop_session(tmp_path, "moved")
+    done = subprocess.run([sys.executable, str(ARDOUR / "segue_ardour_headless.py"), str(session), "song",
+                           "--task", "transition", "--model", "builtin", "--steps", "4", "--timeout", "240",
+                           "--keep-joins"], capture_output=True, text=True, timeout=600, env=serve.env)
+    assert done.returncode == 0, done.stderr
+    placed = json.loads(done.stdout)
+    assert "--start 6.500000 --b-start 1.000000" in placed["command"]
+    assert "--join-search 0.000000" in placed["command"]
+    sidecar = sidecar_of(placed["path"])
+    assert sidecar["request"]["join_search_s"] == 0
+    assert abs(sidecar["prior"]["join_a_s"] - 6.5) < 1e-3, sidecar["prior"]["join_a_s"]
+    assert abs(sidecar["prior"]["segments"][1]["source_start_s"] - 1.0) < 1e-3
+    assert not engine_moved(sidecar, 6.5, 1.0)
+    x0, x1 = placed["placed_position"], placed["placed_position"] + placed["placed_length"]
+    fade = int(0.01 * RATE)
+    # the crossfade (2.5 s) centred on the requested join, 7.5 s on the timeline
+    assert abs(x0 - int(6.25 * RATE)) <= 1
+    a, b = placed["trimmed"]
+    assert (a["name"], a["position"], a["position"] + a["length"]) == ("a.1", RATE // 2, x0 + fade)
+    # B starts just before the clip's end and still plays b.wav where it did: timeline 6.5 s = b.wav 0.5 s
+    assert (b["name"], b["position"], b["position"] + b["length"]) == ("b.1", x1 - fade, int(14.5 * RATE))
+    assert abs((b["start"] - b["position"]) - (RATE // 2 - int(6.5 * RATE))) <= 0.001 * RATE, b
+
+
 def test_variations_are_layered_takes_on_the_segue_track_in_one_undo_step(tmp_path, serve):
     sel = (int(4.0 * RATE), int(5.0 * RATE))
     session, _ = make_session(tmp_path, sel)

@@ -39,8 +39,8 @@ function L.client_command (req)
 	for _, a in ipairs (req.audio) do parts[#parts + 1] = L.shell_quote (a) end
 	local opts = {
 		{ "--start", req.start_s }, { "--end", req.end_s }, { "--duration", req.duration_s },
-		{ "--b-start", req.b_start_s }, { "--crossfade", req.crossfade_s }, { "--strength", req.strength },
-		{ "--bpm", req.bpm }, { "--beat-offset", req.beat_offset_s },
+		{ "--b-start", req.b_start_s }, { "--crossfade", req.crossfade_s }, { "--join-search", req.join_search_s },
+		{ "--strength", req.strength }, { "--bpm", req.bpm }, { "--beat-offset", req.beat_offset_s },
 	}
 	for _, o in ipairs (opts) do
 		if o[2] ~= nil then parts[#parts + 1] = o[1] .. " " .. L.num (o[2]) end
@@ -355,6 +355,7 @@ function L.prepare (task, regions, sel_a, sel_b, rate, workdir, opts)
 		req.start_s = (join - wa.start) / rate
 		req.b_start_s = (join - wb.start) / rate
 		req.crossfade_s = xf / rate
+		req.join_search_s = opts.join_search_s   -- nil: the engine's default reach; 0 keeps these joins exactly
 		return with_tempo ({ req = req, origin = wa.start, b_origin = wb.start, a = a, b = b }, wa.length)
 	end
 	if #regions ~= 1 then return nil, "select exactly one region for " .. task end
@@ -520,6 +521,7 @@ function factory (params) return function ()
 		{ type = "entry", key = "model", title = "Model", default = "builtin" },
 		{ type = "number", key = "takes", title = "Takes (layered on the Segue track)", min = 1, max = 16, step = 1, digits = 0, default = 1 },
 		{ type = "checkbox", key = "snap", title = "Snap the range to whole bars", default = false },
+		{ type = "checkbox", key = "keep_joins", title = "Transition: keep my join points (no beat search)", default = false },
 	})
 	local rv = dlg:run ()
 	if not rv then return end
@@ -527,7 +529,8 @@ function factory (params) return function ()
 	               seed = rv.seed, model = rv.model ~= "" and rv.model or nil,
 	               duration_s = rv.task == "continue" and rv.duration or nil,
 	               strength = rv.task == "style" and rv.strength or nil,
-	               takes = math.floor (rv.takes or 1), snap = rv.snap and 1 or nil }
+	               takes = math.floor (rv.takes or 1), snap = rv.snap and 1 or nil,
+	               join_search_s = (rv.task == "transition" and rv.keep_joins) and 0 or nil }
 	if rv.task == "style" and not opts.preset then
 		LuaDialog.Message ("Segue", "Style needs a style preset (e.g. lofi-warm); see `segue presets list`.",
 		                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()

@@ -2,7 +2,7 @@
 
     python segue_ardour_headless.py SESSION_DIR NAME --task infill [--track Source] [--marker segue]
         [--preset P] [--steps N] [--seed N] [--model M] [--duration S] [--strength F] [--out-track Segue]
-        [--takes N] [--snap-bars]
+        [--takes N] [--snap-bars] [--crossfade S] [--keep-joins | --join-search S]
 
 Three steps, because Ardour's headless tool cannot import audio:
 1. `ardour7-lua segue_headless.lua render ...` reads the range marker and the regions under it, exports
@@ -117,10 +117,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--snap-bars", action="store_true", help="move the marker's range to whole bars of the tempo map")
     for opt in ("duration", "strength", "crossfade", "context", "timeout"):
         ap.add_argument(f"--{opt}", type=float)
+    joins = ap.add_mutually_exclusive_group()
+    joins.add_argument("--join-search", type=float,
+                       help="transition: how far (s) the engine may move each join to land on matching beats")
+    joins.add_argument("--keep-joins", action="store_true", help="transition: keep the join points (--join-search 0)")
     args = ap.parse_args(argv)
     options = {"preset": args.preset, "model": args.model, "reference": args.reference, "endpoint": args.endpoint,
                "steps": args.steps, "seed": args.seed, "duration_s": args.duration, "strength": args.strength,
-               "crossfade_s": args.crossfade, "context_s": args.context, "timeout_s": args.timeout,
+               "crossfade_s": args.crossfade, "join_search_s": 0.0 if args.keep_joins else args.join_search,
+               "context_s": args.context, "timeout_s": args.timeout,
                "takes": args.takes, "snap": 1 if args.snap_bars else None}
     try:
         out = run(args.session_dir, args.name, args.task, track=args.track, marker=args.marker,
