@@ -159,6 +159,35 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
 
 
 @pytest.mark.parametrize("lang", RUNNERS)
+def test_keep_join_points_holds_the_requested_joins_so_b_stays_where_it_was(lang, env, tmp_path):
+    """The loops the engine otherwise joins elsewhere ("moved"), with the dialog's "keep join points"
+    answered y: the request carries --join-search 0 and B plays on from its own place on the timeline."""
+    a_audio, b_audio = loops("moved", seconds=9.0, rate=RATE)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    p = rs.Project(user_inputs="transition,,4,0,,1,n,y")
+    p.add_item(0.0, 8.0, a_file, start_offset=0.0)     # A: timeline [0, 8)
+    b = p.add_item(6.0, 8.0, b_file, start_offset=0.5)  # B: timeline [6, 14) plays b.wav [0.5, 8.5); join 7.0
+    RUNNERS[lang](p)
+    assert p.messages == []
+    (cmd,) = p.exec_log if lang == "lua" else [None]
+    if cmd is not None:
+        assert "--start 7.000000 --b-start 1.500000 --crossfade 2.500000 --join-search 0.000000" in cmd
+    (placed,) = new_tracks(p, 2)
+    side = sidecar(placed)
+    assert side["request"]["join_search_s"] == 0
+    assert abs(side["prior"]["join_a_s"] - 7.0) < 1e-3, side["prior"]["join_a_s"]
+    assert abs(side["prior"]["segments"][1]["source_start_s"] - 1.5) < 1e-3
+    assert not engine_moved(side, 7.0, 1.5)
+    x1, fade = placed.position + placed.length, 0.01
+    assert placed.position == pytest.approx(7.0 - 1.25, abs=1e-6)   # the 2.5 s crossfade centred on the join
+    # B starts just before the clip's end and still plays b.wav where it did (timeline 6 s = b.wav 0.5 s)
+    assert b.position == pytest.approx(x1 - fade)
+    assert b.take.start_offset - (b.position - 6.0) == pytest.approx(0.5, abs=1e-3)
+    assert b.take.start_offset + b.length == pytest.approx(8.5)
+    assert [u["name"] for u in p.undo] == ["Segue transition"]
+
+
+@pytest.mark.parametrize("lang", RUNNERS)
 def test_variations_become_the_takes_of_one_item(lang, env, song):
     p = rs.Project(time_selection=(1.0, 2.0), user_inputs="infill,,4,20,,3,n")
     p.add_item(0.0, 6.0, song)

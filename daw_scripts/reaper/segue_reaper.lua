@@ -85,15 +85,16 @@ end
 
 --- segue-client arguments (a list) for `task`, and the item whose source timeline offset_s refers to.
 --- With `snap`, the range moves to the nearest bar lines and a continuation lasts whole bars; every
---- request carries REAPER's tempo at the selection.
-function S.plan (task, sel, items, duration_s, snap)
-	local args, ref, at = S.plan_times (task, sel, items, duration_s, snap)
+--- request carries REAPER's tempo at the selection. `join_search_s` (transition) bounds how far the
+--- engine may move the joins (0: keep them; nil: the engine's default).
+function S.plan (task, sel, items, duration_s, snap, join_search_s)
+	local args, ref, at = S.plan_times (task, sel, items, duration_s, snap, join_search_s)
 	if not args then return nil, ref end
 	for _, a in ipairs (tempo_args (ref, at)) do args[#args + 1] = a end
 	return args, ref
 end
 
-function S.plan_times (task, sel, items, duration_s, snap)
+function S.plan_times (task, sel, items, duration_s, snap, join_search_s)
 	if task == "transition" then
 		if #items ~= 2 then return nil, "select exactly two items for a transition" end
 		local a, b = items[1], items[2]
@@ -102,8 +103,13 @@ function S.plan_times (task, sel, items, duration_s, snap)
 		if b.position > a_end then return nil, "the two items must overlap (or touch) for a transition" end
 		local join = (b.position + a_end) / 2
 		local xf = math.max (a_end - b.position, S.MIN_CROSSFADE_S)
-		return { a.source, b.source, "--start", S.fmt (source_time (a, join)), "--b-start", S.fmt (source_time (b, join)),
-		         "--crossfade", S.fmt (xf) }, a, join
+		local args = { a.source, b.source, "--start", S.fmt (source_time (a, join)), "--b-start", S.fmt (source_time (b, join)),
+		               "--crossfade", S.fmt (xf) }
+		if join_search_s then
+			args[#args + 1] = "--join-search"
+			args[#args + 1] = S.fmt (join_search_s)
+		end
+		return args, a, join
 	end
 	if #items ~= 1 then return nil, string.format ("select exactly one item for %s (got %d)", task, #items) end
 	local it = items[1]
@@ -227,10 +233,10 @@ function S.place (paths, position, label, trim)
 end
 
 function S.ask ()
-	local ok, csv = reaper.GetUserInputs ("Segue", 7,
+	local ok, csv = reaper.GetUserInputs ("Segue", 8,
 		"Task (infill/regenerate/continue/transition/style),Preset,Steps (0: default),Seed,Continue seconds,"
-		.. "Takes (1-16),Snap to bars (y/n)",
-		"infill,,0,0,4,1,n")
+		.. "Takes (1-16),Snap to bars (y/n),Transition: keep join points (y/n)",
+		"infill,,0,0,4,1,n,n")
 	if not ok then return nil end
 	local v = {}
 	for field in (csv .. ","):gmatch ("([^,]*),") do v[#v + 1] = field:match ("^%s*(.-)%s*$") end
@@ -241,15 +247,17 @@ function S.ask ()
 	if takes < 1 or takes > 16 or takes ~= math.floor (takes) then
 		return nil, "takes must be 1 to 16, got " .. tostring (v[6])
 	end
-	local snap = (v[7] or ""):lower ()
+	local snap, keep = (v[7] or ""):lower (), (v[8] or ""):lower ()
 	return { task = task, preset = (v[2] ~= "" and v[2] or nil), steps = (steps and steps > 0) and steps or nil,
-	         seed = seed or 0, duration_s = dur, takes = takes, snap = (snap == "y" or snap == "yes" or snap == "1") }
+	         seed = seed or 0, duration_s = dur, takes = takes, snap = (snap == "y" or snap == "yes" or snap == "1"),
+	         keep_joins = (keep == "y" or keep == "yes" or keep == "1") }
 end
 
 function S.run (choice)
 	local sel, items, err = S.read_selection ()
 	if not items then return nil, err end
-	local args, ref = S.plan (choice.task, sel, items, choice.duration_s, choice.snap)
+	local args, ref = S.plan (choice.task, sel, items, choice.duration_s, choice.snap,
+	                          choice.keep_joins and 0 or nil)
 	if not args then return nil, ref end
 	local takes, rerr = S.render (choice.task, args, choice)
 	if not takes then return nil, rerr end

@@ -2,7 +2,8 @@
 
 Actions → Show action list → New action → Load ReaScript → this file (Python must be enabled in
 Preferences → Plug-ins → ReaScript). A dialog asks for the task, preset, steps, seed, the number
-of takes and whether to snap the selection to whole bars; the rendered takes are inserted as the
+of takes, whether to snap the selection to whole bars and whether a transition keeps its join
+points (`--join-search 0`); the rendered takes are inserted as the
 takes of one item on a new track, aligned to the selection, as one undo block. A transition also
 trims the two source items to its edges (with short fades), in the same undo block.
 
@@ -131,17 +132,19 @@ def tempo_args(ref: Item, at: float) -> list[str]:
 
 
 def plan(task: str, time_sel: Optional[tuple[float, float]], items: list[Item], *,
-         duration_s: Optional[float] = None, snap: bool = False) -> tuple[list[str], Item]:
+         duration_s: Optional[float] = None, snap: bool = False,
+         join_search_s: Optional[float] = None) -> tuple[list[str], Item]:
     """segue-client arguments for `task`, and the item whose source timeline `offset_s` refers to.
 
     With `snap`, the range (infill/regenerate/style) moves to the nearest bar lines and a
-    continuation lasts whole bars. Every request carries REAPER's tempo at the selection."""
-    args, ref, at = _plan(task, time_sel, items, duration_s, snap)
+    continuation lasts whole bars. Every request carries REAPER's tempo at the selection.
+    `join_search_s` (transition) bounds how far the engine may move the joins (0: keep them)."""
+    args, ref, at = _plan(task, time_sel, items, duration_s, snap, join_search_s)
     return args + tempo_args(ref, at), ref
 
 
 def _plan(task: str, time_sel: Optional[tuple[float, float]], items: list[Item], duration_s: Optional[float],
-          snap: bool) -> tuple[list[str], Item, float]:
+          snap: bool, join_search_s: Optional[float] = None) -> tuple[list[str], Item, float]:
     if task == "transition":
         if len(items) != 2:
             raise SegueReaperError("select exactly two items for a transition")
@@ -153,6 +156,8 @@ def _plan(task: str, time_sel: Optional[tuple[float, float]], items: list[Item],
         xf = max(a_end - b.position, MIN_CROSSFADE_S)
         args = [a.source, b.source, "--start", f"{a.source_time(join):.6f}",
                 "--b-start", f"{b.source_time(join):.6f}", "--crossfade", f"{xf:.6f}"]
+        if join_search_s is not None:
+            args += ["--join-search", f"{join_search_s:.6f}"]
         return args, a, join
     if len(items) != 1:
         raise SegueReaperError(f"select exactly one item for {task} (got {len(items)})")
@@ -266,19 +271,19 @@ def place(paths: list[str], position: float, label: str, trim: Optional[tuple[It
 
 
 def ask() -> Optional[dict]:
-    """Task, preset, steps, seed and duration from REAPER's input dialog (None if cancelled)."""
+    """Task, preset, steps, seed, duration, takes, snap and keep-joins from REAPER's input dialog (None if cancelled)."""
     captions = ("Task (infill/regenerate/continue/transition/style),Preset,Steps (0: default),Seed,Continue seconds,"
-                "Takes (1-16),Snap to bars (y/n)")
-    ok, _, _, _, values, _ = _api("RPR_GetUserInputs")("Segue", 7, captions, "infill,,0,0,4,1,n", 1024)
+                "Takes (1-16),Snap to bars (y/n),Transition: keep join points (y/n)")
+    ok, _, _, _, values, _ = _api("RPR_GetUserInputs")("Segue", 8, captions, "infill,,0,0,4,1,n,n", 1024)
     if not ok:
         return None
-    task, preset, steps, seed, dur, takes, snap = (v.strip() for v in (values.split(",") + [""] * 7)[:7])
+    task, preset, steps, seed, dur, takes, snap, keep = (v.strip() for v in (values.split(",") + [""] * 8)[:8])
     if task not in TASKS:
         raise SegueReaperError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
     try:
         choice = {"task": task, "preset": preset or None, "steps": int(steps or 0) or None,
                   "seed": int(seed or 0), "duration_s": float(dur) if dur else None, "takes": int(takes or 1),
-                  "snap": snap.lower() in ("y", "yes", "1")}
+                  "snap": snap.lower() in ("y", "yes", "1"), "keep_joins": keep.lower() in ("y", "yes", "1")}
     except ValueError as e:
         raise SegueReaperError(f"steps, seed, seconds and takes must be numbers ({e})") from None
     if not 1 <= choice["takes"] <= 16:
@@ -290,7 +295,7 @@ def run(choice: dict) -> dict:
     """The whole script for one dialog answer; returns what was placed (for the console and tests)."""
     time_sel, items = read_selection()
     args, ref = plan(choice["task"], time_sel, items, duration_s=choice.get("duration_s"),
-                     snap=bool(choice.get("snap")))
+                     snap=bool(choice.get("snap")), join_search_s=0.0 if choice.get("keep_joins") else None)
     extra: list[str] = []
     for key, flag in (("preset", "--preset"), ("steps", "--steps"), ("seed", "--seed"), ("model", "--model")):
         if choice.get(key) is not None:
