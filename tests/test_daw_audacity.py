@@ -298,3 +298,46 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
     with AudacityPipe() as pipe:
         pipe.command("Undo")
         assert len(pipe.info("Tracks")) == 2
+
+
+def test_keep_joins_holds_the_requested_joins_so_b_stays_where_it_was(tmp_path, audacity, serve):
+    """The loops the engine otherwise joins elsewhere ("moved"), with `--keep-joins`: the request
+    carries --join-search 0, the joins stay at the middle of the overlap, and after the clip the
+    play-through track is B's track at the same times (B's part is not moved)."""
+    import json
+
+    a, loop_b = loops("moved", seconds=9.0, rate=RATE)
+    b = np.concatenate([np.zeros((2, 7 * RATE), np.float32), loop_b], axis=1)   # sound from 7 s: 2 s over A
+    write_wav(tmp_path / "a.wav", a, RATE)
+    write_wav(tmp_path / "b.wav", b, RATE)
+    with AudacityPipe() as pipe:
+        pipe.command("SelectAll")
+        pipe.command("RemoveTracks")
+        pipe.command("Import2", Filename=str(tmp_path / "a.wav"))
+        pipe.command("Import2", Filename=str(tmp_path / "b.wav"))
+        pipe.command("Select", Start=7.0, End=9.0, Track=0, TrackCount=2, Mode="Set")
+    done = run_script(serve, "transition", "--model", "builtin", "--steps", "4", "--keep-joins",
+                      "--workdir", str(tmp_path / "work"))
+    assert done.returncode == 0, done.stderr
+    tr = json.loads(done.stdout)
+    # join 8 s, crossfade 2.5 s: A exported from 1.5 s (6.5 s in), B from 5.5 s (2.5 s in)
+    assert tr["params"] == ["--start", "6.500000", "--b-start", "2.500000", "--crossfade", "2.500000",
+                            "--join-search", "0.000000"]
+    side = sidecar_of(tr["reply"]["path"])
+    assert side["request"]["join_search_s"] == 0
+    assert abs(side["prior"]["join_a_s"] - 6.5) < 1e-3, side["prior"]["join_a_s"]
+    assert abs(side["prior"]["segments"][1]["source_start_s"] - 2.5) < 1e-3
+    assert not engine_moved(side, 6.5, 2.5)
+    assert tr["position_s"] == pytest.approx(8.0 - 1.25, abs=1e-6)     # the crossfade centred on the join
+    x1 = tr["position_s"] + side["duration_s"]
+    with AudacityPipe() as pipe:
+        through = export_track(pipe, 2, 16.0, tmp_path / "through.wav")
+    # after the clip, the play-through track is B's track at the same times: B stayed where it was
+    n = int(1.5 * RATE)
+    got = through[0, int(round(x1 * RATE)) + 480:][:n]
+    want = b[0, int(round(x1 * RATE)) + 480:][:n]
+    lag, corr = best_lag(want, got, max_lag=20)
+    assert abs(lag) <= 2 and corr > 0.999, (lag, corr)
+    with AudacityPipe() as pipe:
+        pipe.command("Undo")
+        assert len(pipe.info("Tracks")) == 2

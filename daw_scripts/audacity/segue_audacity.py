@@ -3,6 +3,7 @@
     python segue_audacity.py infill|regenerate|style [--preset P] [--steps N] [--seed N] [--model M]
     python segue_audacity.py continue --duration 4
     python segue_audacity.py transition          (two tracks selected; the time selection is the overlap)
+    python segue_audacity.py transition --keep-joins   (join exactly at the overlap's middle: --join-search 0)
     python segue_audacity.py infill --takes 3    (three variations, one new track each)
     python segue_audacity.py infill --bpm 97 --meter 7/8 --snap-bars   (the range on whole bars)
 
@@ -137,7 +138,8 @@ class Meter:
 
 
 def plan_request(pipe: AudacityPipe, task: str, sel: Selection, workdir: Path, *, context_s: float,
-                 duration_s: Optional[float], crossfade_s: Optional[float]) -> Plan:
+                 duration_s: Optional[float], crossfade_s: Optional[float],
+                 join_search_s: Optional[float] = None) -> Plan:
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     restore = (sel.start_s, sel.end_s, [t["index"] for t in sel.tracks])
@@ -153,6 +155,8 @@ def plan_request(pipe: AudacityPipe, task: str, sel: Selection, workdir: Path, *
         export_window(pipe, a["index"], *wa, pa)
         export_window(pipe, b["index"], *wb, pb)
         params = ["--start", f"{join - wa[0]:.6f}", "--b-start", f"{join - wb[0]:.6f}", "--crossfade", f"{xf:.6f}"]
+        if join_search_s is not None:
+            params += ["--join-search", f"{join_search_s:.6f}"]
         return Plan(params, [str(pa), str(pb)], wa[0], restore, (a, b), wb[0])
     if len(sel.tracks) != 1:
         raise SegueAudacityError(f"select exactly one audio track for {task} (got {len(sel.tracks)})")
@@ -350,7 +354,7 @@ def mute(pipe: AudacityPipe, tracks: tuple[dict, ...]) -> None:
 
 def render_selection(task: str, *, workdir: Path, client_args: list[str], context_s: float = 4.0,
                      duration_s: Optional[float] = None, crossfade_s: Optional[float] = None,
-                     timeout_s: float = 600.0, takes: int = 1, meter: Optional[Meter] = None,
+                     join_search_s: Optional[float] = None, timeout_s: float = 600.0, takes: int = 1, meter: Optional[Meter] = None,
                      snap_bars: bool = False) -> dict:
     """The whole script: selection -> export -> segue-client -> import at the right place.
 
@@ -364,7 +368,7 @@ def render_selection(task: str, *, workdir: Path, client_args: list[str], contex
             start, end = meter.snap(sel.start_s, sel.end_s)
             sel = Selection(start, end, sel.tracks)
         plan = plan_request(pipe, task, sel, workdir, context_s=context_s, duration_s=duration_s,
-                            crossfade_s=crossfade_s)
+                            crossfade_s=crossfade_s, join_search_s=join_search_s)
         extra = list(client_args)
         if meter is not None:
             first_bar = math.ceil(plan.origin_s / meter.bar_s - 1e-9) * meter.bar_s   # a bar line in the window
@@ -404,6 +408,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--strength", type=float)
     ap.add_argument("--duration", type=float, help="continue: seconds to generate")
     ap.add_argument("--crossfade", type=float, help="transition: crossfade seconds (default: the selection)")
+    joins = ap.add_mutually_exclusive_group()
+    joins.add_argument("--join-search", type=float,
+                       help="transition: how far (s) the engine may move each join to land on matching beats (default 4)")
+    joins.add_argument("--keep-joins", action="store_true", help="transition: keep the join points (--join-search 0)")
     ap.add_argument("--context", type=float, default=4.0, help="seconds of context exported each side")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--takes", type=int, default=1, help="variations to render (1-16), one new track each")
@@ -424,7 +432,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         meter = Meter.parse(args.bpm, args.meter) if args.bpm is not None else None
         out = render_selection(args.task, workdir=args.workdir, client_args=extra, context_s=args.context,
-                               duration_s=args.duration, crossfade_s=args.crossfade, timeout_s=args.timeout,
+                               duration_s=args.duration, crossfade_s=args.crossfade,
+                               join_search_s=0.0 if args.keep_joins else args.join_search, timeout_s=args.timeout,
                                takes=args.takes, meter=meter, snap_bars=args.snap_bars)
     except Cancelled as e:
         sys.stderr.write(f"segue-audacity: {e}\n")
