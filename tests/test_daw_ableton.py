@@ -184,3 +184,28 @@ def test_an_abletonosc_without_marker_setters_leaves_a_and_b_as_they_were_and_sa
     assert out["trimmed"] is None and "did not take the new clip markers" in err
     assert (live.clips[(0, 0)].end_marker, live.clips[(1, 0)].start_marker) == (8.0, 2.0)
     assert live.clips[(0, 1)].file_path == out["path"]             # the transition is placed all the same
+
+
+def test_keep_joins_holds_the_requested_joins_at_the_markers(env, tmp_path, capsys):
+    """The loops the engine otherwise joins elsewhere ("moved"), with `--keep-joins`: the request carries
+    --join-search 0, the joins stay at A's end marker and B's start marker, and B's start marker moves
+    only past the clip's own B material (as far past the join in B as the clip's end is past it in A)."""
+    a_audio, b_audio = loops("moved", seconds=9.0)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    live = LiveSet(clips={(0, 0): Clip(a_file, 0.0, 8.0, name="A"), (1, 0): Clip(b_file, 2.0, 9.0, name="B")},
+                   selected=(0, 0))
+    code, out, err = run(live, "transition", "--other", "2", "1", "--keep-joins", "--model", "builtin",
+                         "--steps", "4", capsys=capsys)
+    assert code == 0, err
+    assert out["args"][2:8] == ["--start", "8.000000", "--b-start", "2.000000", "--join-search", "0.000000"]
+    side = sidecar_of(out["path"])
+    assert side["request"]["join_search_s"] == 0
+    assert abs(side["prior"]["join_a_s"] - 8.0) < 1e-3, side["prior"]["join_a_s"]
+    assert abs(side["prior"]["segments"][1]["source_start_s"] - 2.0) < 1e-3
+    assert not engine_moved(side, 8.0, 2.0)
+    assert side["offset_s"] == pytest.approx(8.0 - 1.25, abs=1e-6)        # the 2.5 s crossfade centred on the join
+    assert live.clips[(0, 1)].file_path == out["path"]
+    assert live.clips[(0, 0)].end_marker == pytest.approx(side["offset_s"], abs=1e-6)
+    clip_end = side["offset_s"] + side["duration_s"]
+    assert live.clips[(1, 0)].start_marker == pytest.approx(2.0 + clip_end - 8.0, abs=1e-3)
+    assert (live.clips[(0, 0)].start_marker, live.clips[(1, 0)].end_marker) == (0.0, 9.0)

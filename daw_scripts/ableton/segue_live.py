@@ -5,6 +5,7 @@
     python segue_live.py style --preset lofi-warm
     python segue_live.py continue --duration 4
     python segue_live.py transition --other TRACK SCENE     # the selected clip into another clip
+    python segue_live.py transition --other TRACK SCENE --keep-joins   # join exactly at the markers
     python segue_live.py infill --start 2.0 --end 3.5 --takes 4 --snap-bars   # 4 takes, range on whole bars
 
 Runs next to Live (not inside it). It asks AbletonOSC (UDP 11000, replies on 11001) for the selected
@@ -148,7 +149,9 @@ def client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace,
 def _client_args(task: str, a: dict, b: Optional[dict], args: argparse.Namespace) -> list[str]:
     if task == "transition":
         return [a["file"], b["file"], "--start", f"{a['end_s']:.6f}", "--b-start", f"{b['start_s']:.6f}",
-                *(["--crossfade", f"{args.crossfade:.6f}"] if args.crossfade else []), "--span", "region"]
+                *(["--crossfade", f"{args.crossfade:.6f}"] if args.crossfade else []),
+                *(["--join-search", f"{args.join_search:.6f}"] if getattr(args, "join_search", None) is not None
+                  else []), "--span", "region"]
     if task == "continue":
         return [a["file"], "--start", f"{a['end_s']:.6f}", "--duration", f"{args.duration:.6f}", "--span", "full"]
     start = a["start_s"] + (args.start if args.start is not None else 0.0)
@@ -293,6 +296,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--end", type=float, help="seconds from the clip's start marker")
     ap.add_argument("--duration", type=float, default=4.0, help="continue: seconds to generate")
     ap.add_argument("--crossfade", type=float)
+    joins = ap.add_mutually_exclusive_group()
+    joins.add_argument("--join-search", type=float,
+                       help="transition: how far (s) the engine may move each join to land on matching beats")
+    joins.add_argument("--keep-joins", action="store_true", help="transition: keep the join points (--join-search 0)")
     ap.add_argument("--other", type=int, nargs=2, metavar=("TRACK", "SCENE"),
                     help="transition: the second clip (1-based track and scene)")
     for opt in ("preset", "model"):
@@ -310,6 +317,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.other:
         args.other = (args.other[0] - 1, args.other[1] - 1)
+    if args.keep_joins:
+        args.join_search = 0.0
     live = AbletonOSC(args.host, args.port, args.reply_port)
     try:
         out = run(args, live)
