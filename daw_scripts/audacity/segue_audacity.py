@@ -354,8 +354,8 @@ def mute(pipe: AudacityPipe, tracks: tuple[dict, ...]) -> None:
 
 def render_selection(task: str, *, workdir: Path, client_args: list[str], context_s: float = 4.0,
                      duration_s: Optional[float] = None, crossfade_s: Optional[float] = None,
-                     join_search_s: Optional[float] = None, timeout_s: float = 600.0, takes: int = 1, meter: Optional[Meter] = None,
-                     snap_bars: bool = False) -> dict:
+                     join_search_s: Optional[float] = None, timeout_s: float = 600.0, takes: int = 1,
+                     meter: Optional[Meter] = None, snap_bars: bool = False) -> dict:
     """The whole script: selection -> export -> segue-client -> import at the right place.
 
     With `meter` the request carries --bpm (bars counted from 0 s: --beat-offset is the bar line
@@ -410,7 +410,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--crossfade", type=float, help="transition: crossfade seconds (default: the selection)")
     joins = ap.add_mutually_exclusive_group()
     joins.add_argument("--join-search", type=float,
-                       help="transition: how far (s) the engine may move each join to land on matching beats (default 4)")
+                       help="transition: how far (s) the engine may move each join to find matching beats (default 4)")
     joins.add_argument("--keep-joins", action="store_true", help="transition: keep the join points (--join-search 0)")
     ap.add_argument("--context", type=float, default=4.0, help="seconds of context exported each side")
     ap.add_argument("--timeout", type=float, default=600.0)

@@ -271,7 +271,7 @@ def place(paths: list[str], position: float, label: str, trim: Optional[tuple[It
 
 
 def ask() -> Optional[dict]:
-    """Task, preset, steps, seed, duration, takes, snap and keep-joins from REAPER's input dialog (None if cancelled)."""
+    """Task, preset, steps, seed, duration, takes, snap and keep-joins from REAPER's input dialog (None: cancelled)."""
     captions = ("Task (infill/regenerate/continue/transition/style),Preset,Steps (0: default),Seed,Continue seconds,"
                 "Takes (1-16),Snap to bars (y/n),Transition: keep join points (y/n)")
     ok, _, _, _, values, _ = _api("RPR_GetUserInputs")("Segue", 8, captions, "infill,,0,0,4,1,n,n", 1024)
