@@ -25,6 +25,7 @@ input's K-weighted loudness (the loudness match that follows, modelled), with
   + chroma_weight * (1 - corr(chroma(y), chroma(x0)))   (harmony kept, per frame)
   + onset_weight * (1 - corr(onset(y), onset(x0)))      (rhythm kept)
   + centroid_weight * (log centroid(y) - log centroid(x))^2       (the chain's colour kept; 10x against its tone)
+  + top_weight * relu(against the tone: log share above 8 kHz(y) - that of x)^2   (the air a centroid hides)
   + headroom_weight * relu(growth of unweighted / K-weighted power)^2   (no bass or accents that only eat headroom)
   + smooth_freq * (roughness of EQ and expansion across bands)
 
@@ -48,6 +49,7 @@ from .effects import integrated_lufs, match_loudness
 N_FFT = 2048     # the synthesis STFT: the DSP embedder's own main STFT, so its statistics see the gain exactly
 HOP = 512
 SUBSONIC_HZ = 40.0
+TOP_HZ = 8000.0
 LEVEL_TOLERANCE_DB = 0.5                       # the loudness the stage may lose to the peak ceiling
 BACK_OFF_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
@@ -69,6 +71,7 @@ class TextureSettings:
     chroma_weight: float = 16.0
     onset_weight: float = 4.0
     centroid_weight: float = 20.0
+    top_weight: float = 10.0         # the share above TOP_HZ kept from moving against the tone
     headroom_weight: float = 20.0
     window_s: float = 12.0
     overlap_s: float = 1.0
@@ -203,6 +206,11 @@ class ContentMeasures:
         db = torch.maximum(db, db.max().detach() - 80.0)
         return torch.relu(db[:, 1:] - db[:, :-1]).sum(dim=0)
 
+    def log_top_share(self, power: torch.Tensor) -> torch.Tensor:
+        """log of the share of power above TOP_HZ: the air a centroid can hide (a bright clip's top octave)."""
+        p = power.mean(dim=-1)
+        return torch.log(p[self.freqs >= TOP_HZ].sum() / (p.sum() + 1e-20) + 1e-12)
+
     def log_centroid(self, power: torch.Tensor) -> torch.Tensor:
         p = power.mean(dim=-1)
         return torch.log((self.freqs * p).sum() / (p.sum() + 1e-20) + 1.0)
@@ -270,6 +278,7 @@ def optimise_window(embedder, content: ContentMeasures, mid: torch.Tensor, ancho
         anchor_chroma = content.chroma(a_cpow)
         anchor_onset = content.onset(a_power)
         centroid0 = content.log_centroid(power)
+        top0 = content.log_top_share(power)
         loudness0 = content.log_loudness(power)
         headroom0 = content.log_headroom_cost(power)
     eq_raw = torch.zeros(settings.bands, requires_grad=True)
@@ -301,6 +310,8 @@ def optimise_window(embedder, content: ContentMeasures, mid: torch.Tensor, ancho
             moved = content.log_centroid(p) - centroid0
             against = moved ** 2 if tone == 0 else moved ** 2 + 10.0 * torch.relu(-tone * moved) ** 2
             loss = loss + settings.centroid_weight * against
+        if settings.top_weight and tone != 0:
+            loss = loss + settings.top_weight * torch.relu(-tone * (content.log_top_share(p) - top0)) ** 2
         if settings.headroom_weight:
             loss = loss + settings.headroom_weight * torch.relu(content.log_headroom_cost(p) - headroom0) ** 2
         loss = loss + settings.smooth_freq * settings.bands * (

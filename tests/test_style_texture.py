@@ -170,3 +170,19 @@ def test_a_style_render_records_the_stage_and_gets_closer_to_the_preset(loop):
     assert "texture_match" not in off.info
     assert F.chroma_correlation(on.audio, loop, RATE) >= 0.7
     assert not np.array_equal(on.audio, off.audio)
+
+
+def test_a_bright_preset_keeps_its_air_even_when_the_reference_has_none(embedder, loop):
+    # A reference with the top octave gone (-24 dB at 8 kHz): without a tone the stage follows it,
+    # but a bright preset's stage may not take the share above 8 kHz down (the centroid alone hides it).
+    src = chord_loop(seconds=4.0, seed=9)
+    spec = np.fft.rfft(src, axis=1)
+    f = np.fft.rfftfreq(src.shape[1], 1.0 / RATE)
+    cut_db = np.interp(np.log2(np.maximum(f, 20.0)), np.log2([2000.0, 8000.0]), [0.0, -24.0])
+    dull = np.fft.irfft(spec * 10 ** (cut_db / 20.0), src.shape[1], axis=1).astype(np.float32)
+    ref = torch.tensor(embed(embedder, match_loudness(dull, RATE, integrated_lufs(src, RATE))))
+    follows = texture_match(loop, loop, RATE, embedder, ref, WEIGHTS, 1.0, tone="neutral")
+    bright = texture_match(loop, loop, RATE, embedder, ref, WEIGHTS, 1.0, tone="bright")
+    top = F.hf_share_db(loop, RATE)
+    assert F.hf_share_db(follows.audio, RATE) < top - 10.0          # measured -30.2 -> -52.0 dB
+    assert F.hf_share_db(bright.audio, RATE) >= top - 1.0           # measured -30.2 -> -23.2 dB
