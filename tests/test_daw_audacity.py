@@ -259,11 +259,8 @@ def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve):
         assert [t["name"] for t in pipe.info("Tracks")] == ["song"]
 
 
-@pytest.mark.parametrize("case", ["moved", "stretched"])
-def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(tmp_path, audacity, serve,
-                                                                                      case):
-    import json
-
+def _overlapping_loops(tmp_path, case: str) -> np.ndarray:
+    """A on track 1 (9 s of loop), B on track 2 sounding from 7 s, the 2 s overlap selected; returns B's track."""
     a, loop_b = loops(case, seconds=9.0, rate=RATE)
     b = np.concatenate([np.zeros((2, 7 * RATE), np.float32), loop_b], axis=1)   # sound from 7 s: 2 s over A
     write_wav(tmp_path / "a.wav", a, RATE)
@@ -274,6 +271,15 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
         pipe.command("Import2", Filename=str(tmp_path / "a.wav"))
         pipe.command("Import2", Filename=str(tmp_path / "b.wav"))
         pipe.command("Select", Start=7.0, End=9.0, Track=0, TrackCount=2, Mode="Set")
+    return b
+
+
+@pytest.mark.parametrize("case", ["moved", "stretched"])
+def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(tmp_path, audacity, serve,
+                                                                                      case):
+    import json
+
+    b = _overlapping_loops(tmp_path, case)
     done = run_script(serve, "transition", "--model", "builtin", "--steps", "4", "--workdir", str(tmp_path / "work"))
     assert done.returncode == 0, done.stderr
     tr = json.loads(done.stdout)
@@ -306,16 +312,7 @@ def test_keep_joins_holds_the_requested_joins_so_b_stays_where_it_was(tmp_path, 
     play-through track is B's track at the same times (B's part is not moved)."""
     import json
 
-    a, loop_b = loops("moved", seconds=9.0, rate=RATE)
-    b = np.concatenate([np.zeros((2, 7 * RATE), np.float32), loop_b], axis=1)   # sound from 7 s: 2 s over A
-    write_wav(tmp_path / "a.wav", a, RATE)
-    write_wav(tmp_path / "b.wav", b, RATE)
-    with AudacityPipe() as pipe:
-        pipe.command("SelectAll")
-        pipe.command("RemoveTracks")
-        pipe.command("Import2", Filename=str(tmp_path / "a.wav"))
-        pipe.command("Import2", Filename=str(tmp_path / "b.wav"))
-        pipe.command("Select", Start=7.0, End=9.0, Track=0, TrackCount=2, Mode="Set")
+    b = _overlapping_loops(tmp_path, "moved")
     done = run_script(serve, "transition", "--model", "builtin", "--steps", "4", "--keep-joins",
                       "--workdir", str(tmp_path / "work"))
     assert done.returncode == 0, done.stderr

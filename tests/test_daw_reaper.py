@@ -134,14 +134,20 @@ def test_a_transition_trims_both_items_to_its_edges_in_the_same_undo_block(lang,
     assert f"item D_LENGTH {x0 + fade:.6f}" in block["changes"] and "item D_FADEINLEN 0.010000" in block["changes"]
 
 
+def _overlapping_loops(tmp_path, case: str, user_inputs: str):
+    """A on [0, 8) and B on [6, 14) (playing b.wav from 0.5 s; the join at 7.0); returns (project, B's item)."""
+    a_audio, b_audio = loops(case, seconds=9.0, rate=RATE)
+    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
+    p = rs.Project(user_inputs=user_inputs)
+    p.add_item(0.0, 8.0, a_file, start_offset=0.0)     # A: timeline [0, 8)
+    b = p.add_item(6.0, 8.0, b_file, start_offset=0.5)  # B: timeline [6, 14) plays b.wav [0.5, 8.5); join 7.0
+    return p, b
+
+
 @pytest.mark.parametrize("case", ["moved", "stretched"])
 @pytest.mark.parametrize("lang", RUNNERS)
 def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(lang, case, env, tmp_path):
-    a_audio, b_audio = loops(case, seconds=9.0, rate=RATE)
-    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
-    p = rs.Project(user_inputs="transition,,4,0,")
-    p.add_item(0.0, 8.0, a_file, start_offset=0.0)     # A: timeline [0, 8)
-    b = p.add_item(6.0, 8.0, b_file, start_offset=0.5)  # B: timeline [6, 14) plays b.wav [0.5, 8.5); join 7.0
+    p, b = _overlapping_loops(tmp_path, case, "transition,,4,0,")
     RUNNERS[lang](p)
     assert p.messages == []
     (placed,) = new_tracks(p, 2)
@@ -162,11 +168,7 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
 def test_keep_join_points_holds_the_requested_joins_so_b_stays_where_it_was(lang, env, tmp_path):
     """The loops the engine otherwise joins elsewhere ("moved"), with the dialog's "keep join points"
     answered y: the request carries --join-search 0 and B plays on from its own place on the timeline."""
-    a_audio, b_audio = loops("moved", seconds=9.0, rate=RATE)
-    a_file, b_file = (str(write_wav(tmp_path / f"{n}.wav", x, RATE)) for n, x in (("a", a_audio), ("b", b_audio)))
-    p = rs.Project(user_inputs="transition,,4,0,,1,n,y")
-    p.add_item(0.0, 8.0, a_file, start_offset=0.0)     # A: timeline [0, 8)
-    b = p.add_item(6.0, 8.0, b_file, start_offset=0.5)  # B: timeline [6, 14) plays b.wav [0.5, 8.5); join 7.0
+    p, b = _overlapping_loops(tmp_path, "moved", "transition,,4,0,,1,n,y")
     RUNNERS[lang](p)
     assert p.messages == []
     (cmd,) = p.exec_log if lang == "lua" else [None]
