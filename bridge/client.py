@@ -25,6 +25,7 @@ import zmq
 
 from engine import schema
 from engine.errors import SegueError
+from engine.progress import interrupt_cancels
 from engine.request import TASKS, PCMAudio
 
 from . import protocol
@@ -299,6 +300,7 @@ def _progress_printer(quiet: bool) -> ProgressFn:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_cancels()              # SIGINT is the cancel every DAW script sends
     job_id = args.id or protocol.new_id()
     client = SegueClient(args.endpoint, token=args.token)
     try:

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__
 from .errors import SegueError
-from .progress import CancelToken, ProgressEvent
+from .progress import CancelToken, ProgressEvent, interrupt_cancels
 from . import schema
 from .request import request_from_mapping
 
@@ -258,6 +258,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    interrupt_cancels()
     func = getattr(args, "func", _cmd_render)
     try:
         return int(func(args) or 0)

@@ -1,6 +1,7 @@
 """Progress reporting and cooperative cancellation for long renders."""
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -75,3 +76,15 @@ class ProgressTracker:
         def on_step(step: int, total: int) -> None:
             self.advance(1)
         return on_step
+
+
+def interrupt_cancels() -> None:
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt, even where the launcher ignored SIGINT.
+
+    SIGINT is how a terminal, and every DAW script, cancels a render. A process started
+    with SIGINT ignored (nohup, a shell's background job, a host that spawns its tools
+    that way) inherits the ignore, and Python then installs no handler: the cancel would
+    be lost and the render run to the end. Main thread only (where handlers live).
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -185,6 +185,14 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
         interrupted.send_signal(signal.SIGINT)
         _, int_err = interrupted.communicate(timeout=30)
         int_state = final_state(d.client, "cli-int")
+        # ... also when whoever launched it ignored SIGINT (nohup, a background job, a DAW that spawns so):
+        # the ignore is inherited, and without the client's own handler the cancel would be lost
+        ignoring = subprocess.Popen(slow + ["--id", "cli-int-ign"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        ign_first = ignoring.stderr.readline()
+        ignoring.send_signal(signal.SIGINT)
+        _, ign_err = ignoring.communicate(timeout=30)
+        ign_state = final_state(d.client, "cli-int-ign")
         late = subprocess.run(slow + ["--id", "cli-late", "--timeout", "1.5"], capture_output=True, text=True,
                               env=env, timeout=60)
         late_state = final_state(d.client, "cli-late")
@@ -206,6 +214,8 @@ def test_segue_client_cli_prints_the_path_or_the_error_code(root):
     assert gone.returncode == 3 and "unreachable" in gone.stderr
     assert "segue:" in first_line and interrupted.returncode == 130 and "cancelled" in int_err
     assert int_state == "cancelled"
+    assert "segue:" in ign_first and ignoring.returncode == 130 and "cancelled" in ign_err
+    assert ign_state == "cancelled"
     assert late.returncode == 3 and "error timeout" in late.stderr
     assert late_state in ("cancelled", "failed")  # the client's cancel or the daemon's own time limit, first wins
 

@@ -233,9 +233,13 @@ def test_snap_bars_moves_the_selection_to_whole_bars_of_the_given_meter(tmp_path
     assert abs(bars_at - round(bars_at)) < 1e-5
 
 
-def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve):
+@pytest.mark.parametrize("launcher", ["terminal", "ignores SIGINT"])
+def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve, launcher):
     import signal
     import time
+
+    def ignore_sigint() -> None:    # nohup, a background job: the ignore is inherited by the script and the client
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     write_wav(tmp_path / "song.wav", music(7.0, RATE, seed=23), RATE)
     with AudacityPipe() as pipe:
@@ -245,7 +249,8 @@ def test_ctrl_c_cancels_the_job_and_places_nothing(tmp_path, audacity, serve):
         pipe.command("Select", Start=2.0, End=4.0, Track=0, TrackCount=1, Mode="Set")
     proc = subprocess.Popen([sys.executable, str(AUDACITY / "segue_audacity.py"), "infill", "--model", "builtin",
                              "--steps", "400", "--workdir", str(tmp_path / "work")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=serve.env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=serve.env, start_new_session=True,
+                            preexec_fn=ignore_sigint if launcher == "ignores SIGINT" else None)
     err = ""
     deadline = time.monotonic() + 120
     while "segue:" not in err and time.monotonic() < deadline:    # the first progress line on the terminal

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -290,6 +291,9 @@ def run(args: argparse.Namespace, live: AbletonOSC) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    # Ctrl-C is the cancel; a launcher that ignored SIGINT (nohup, a background job) must not swallow it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(description="Render the selected Live clip with Segue (via AbletonOSC).")
     ap.add_argument("task", choices=TASKS)
     ap.add_argument("--start", type=float, help="seconds from the clip's start marker")

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -398,6 +399,9 @@ def render_selection(task: str, *, workdir: Path, client_args: list[str], contex
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    # Ctrl-C is the cancel; a launcher that ignored SIGINT (nohup, a background job) must not swallow it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(description="Render Audacity's selection with Segue.")
     ap.add_argument("task", choices=TASKS)
     ap.add_argument("--preset")
