@@ -111,9 +111,9 @@ def texture_stage(coloured: np.ndarray, original: np.ndarray, rate: int, request
     record = {"settings": settings.describe(), "strength": float(request.strength), "weights": weights,
               "distance_before": result.distance_before, "distance_after": result.distance_after,
               "fraction_applied": result.fraction_applied,
-              "tone": chain.tone if chain is not None else "neutral", "windows": len(result.eq_db),
-              "eq_db_max": float(max((np.abs(g).max() for g in result.eq_db), default=0.0)),
-              "expansion": [float(np.mean(g)) for g in result.expansion], "drift_db": result.drift_db,
+              "tone": chain.tone if chain is not None else "neutral", "windows": result.windows,
+              "eq_db_max": float(np.abs(result.eq_db).max()), "expansion_mean": float(np.mean(result.expansion)),
+              "drift_db": result.drift_db,
               "seconds": result.seconds}
     return result.audio, record
 

@@ -71,7 +71,7 @@ def test_the_gain_moves_only_where_the_music_does(embedder):
     drone = np.stack([drone, drone])
     ref = torch.tensor(embed(embedder, pulsed(tilted(drone))))
     out = texture_match(drone, drone, RATE, embedder, ref, WEIGHTS, 1.0)
-    assert out.fraction_applied > 0.0 and np.abs(out.eq_db[0]).max() > 1.0     # it did move (its EQ)
+    assert out.fraction_applied > 0.0 and np.abs(out.eq_db).max() > 1.0     # it did move (its EQ)
     assert out.drift_db < 0.5, out.drift_db                                     # but made no sweep or tremolo
     env = lambda a: np.array([np.sqrt(np.mean(a[:, i:i + 2048] ** 2)) for i in range(RATE // 2, a.shape[1] - RATE // 2, 2048)])
     level = 20 * np.log10(env(out.audio))
@@ -94,10 +94,26 @@ def test_it_is_deterministic(embedder, loop, reference, matched):
     assert np.array_equal(again.audio, matched.audio)
 
 
+def test_one_eq_serves_every_window_of_a_long_clip(embedder):
+    # Fitted window by window, the EQ changed from one window to the next: a sweep over tens of seconds
+    # (measured 18-20 dB of drift on 60 s of a track). Two different drones back to back, cut into 2 s
+    # windows, the accents' part off: whatever each window would want, the clip gets one curve.
+    tt = np.arange(4 * RATE) / RATE
+    low = 0.1 * sum(np.sin(2 * np.pi * f * tt) for f in (110.0, 220.0, 330.0))
+    high = 0.05 * sum(np.sin(2 * np.pi * f * tt) for f in (1760.0, 3520.0, 7040.0))
+    clip = np.concatenate([low, high]).astype(np.float32)
+    clip = np.stack([clip, clip])
+    ref = torch.tensor(embed(embedder, tilted(chord_loop(seconds=4.0, seed=9))))
+    settings = TextureSettings(window_s=2.0, overlap_s=0.5, expansion_max=0.0)
+    out = texture_match(clip, clip, RATE, embedder, ref, WEIGHTS, 1.0, settings)
+    assert out.windows >= 3 and np.abs(out.eq_db).max() > 1.0
+    assert out.drift_db < 0.5, out.drift_db
+
+
 def test_the_gain_stays_inside_its_bound(loop, matched):
     s = TextureSettings()
-    assert all(np.abs(g).max() <= s.bound_db + 1e-4 for g in matched.eq_db)
-    assert all(np.abs(g).max() <= s.expansion_max + 1e-6 for g in matched.expansion)
+    assert np.abs(matched.eq_db).max() <= s.bound_db + 1e-4
+    assert np.abs(matched.expansion).max() <= s.expansion_max + 1e-6
     bound = s.bound_db + s.expansion_max * s.envelope_clip_db
     # and in the audio: no STFT bin of the output rises above the input's by more than the bound (+1 dB slack for
     # the overlap-add and the loudness match), measured where the input has energy
@@ -107,7 +123,7 @@ def test_the_gain_stays_inside_its_bound(loop, matched):
     loud = x > x.max() * 1e-3
     rise_db = 20 * np.log10(y[loud] / x[loud])
     assert np.percentile(rise_db, 99.9) <= bound + 1.0, np.percentile(rise_db, 99.9)
-    assert max(np.abs(g).max() for g in matched.eq_db) > 1.0   # it did move
+    assert np.abs(matched.eq_db).max() > 1.0   # it did move
 
 
 def test_strength_scales_the_gain_and_zero_is_the_identity(embedder, loop, reference, matched):
@@ -134,7 +150,7 @@ def test_windows_join_without_a_gain_jump(embedder, reference):
     audio = chord_loop(seconds=8.0)
     settings = TextureSettings(iterations=20, window_s=3.0, overlap_s=1.0)
     out = texture_match(audio, audio, RATE, embedder, reference, WEIGHTS, 1.0, settings)
-    assert len(out.eq_db) >= 3
+    assert out.windows >= 3
     assert out.distance_after < out.distance_before
     x, y = _stft_db(audio), _stft_db(out.audio)
     loud = (x > x.max() - 50)[1:] & (x > x.max() - 50)[:-1]
