@@ -198,6 +198,8 @@ def test_a_transition_moves_its_joins_no_further_than_the_request_allows(search_
     assert held["stretch_factor"] == 1.0
     assert abs(held["join_a_s"] - 10.37) <= search_s + 1e-6, held["join_a_s"]
     assert abs(held["join_b_s"] - 3.11) <= search_s + 1e-6, held["join_b_s"]
+    if search_s == 0.0:   # the producer's choice, said as such (not as a failure to find beats)
+        assert held.get("fallback") is None and held["joins"] == "kept as requested (join_search_s 0)"
 
 
 def test_tempo_match_folds_octaves():

@@ -435,12 +435,14 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
     zone = int(search_s * rate)
     near = min(rate // 4, zone)         # a beat just past the requested point is as good as one before it
-    if info.beat_tracked:
+    if zone == 0:
+        info.extra["joins"] = "kept as requested (join_search_s 0)"
+    elif info.beat_tracked:
         cand_a = [int(x) for x in an_a.beats if join_a - zone <= x <= join_a + near and ja_ok(x)]
         cand_b = [int(x) for x in an_b.beats if join_b - near <= x <= join_b + zone and jb_ok(x)]
         if not (cand_a and cand_b):
             info.fallback = "no beats near the requested join points; joins chosen frame by frame"
-    if not (info.beat_tracked and cand_a and cand_b):
+    if zone == 0 or not (info.beat_tracked and cand_a and cand_b):
         # No common grid: joins on a tenth-of-a-second lattice, judged the same way.
         step = rate // 10
         cand_a = [j for j in range(join_a, join_a - zone - 1, -step) if ja_ok(j)] or [join_a]
