@@ -16,6 +16,8 @@ PNGs before/after to bench/results/style/.
 Run: python bench/style.py [--clips 16] [--clip-s 10] [--texture 0 60] [--shipped] [--refine 0.1 0.3]
                            [--refine-clips 2] [--threads 2]
      python bench/style.py --references-only --out bench/results/style_references.json
+     python bench/style.py --references-only --music-references 3 --clips 8 --texture 0 60 \
+         --out bench/results/style_music_references.json
 """
 from __future__ import annotations
 
@@ -125,14 +127,19 @@ def measure(name: str, clips, embedder, **extra) -> dict:
 
 
 def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float = 1.0,
-                      texture_iterations: int = 0) -> dict:
-    """`--reference` instead of a preset: the preset's reference clip as a file, matched by EQ and loudness."""
+                      texture_iterations: int = 0, audio: np.ndarray | None = None) -> dict:
+    """`--reference` instead of a preset: a reference clip as a file, matched by EQ and loudness.
+
+    The clip is the preset `name`'s own reference (synthesised by presets/build_references.py),
+    or `audio` (real music) under that name.
+    """
     import pedalboard
 
-    sys.path.insert(0, str(ROOT / "presets"))
-    import build_references
+    if audio is None:
+        sys.path.insert(0, str(ROOT / "presets"))
+        import build_references
 
-    audio = build_references.render_style(name)
+        audio = build_references.render_style(name)
     path = ref_dir / f"{name}.wav"
     ref_dir.mkdir(parents=True, exist_ok=True)
     with pedalboard.io.AudioFile(str(path), "w", RATE, 2, bit_depth=24) as f:
@@ -263,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "style.json")
     ap.add_argument("--references-only", action="store_true",
                     help="only the --reference runs (each preset's reference clip as a file), to --out")
+    ap.add_argument("--music-references", type=int, default=0,
+                    help="with --references-only: instead of the presets' synthetic clips, this many 10 s "
+                         "excerpts of training-split tracks (real music, none of it held out) as references")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     embedder = load_embedder("dsp")
@@ -274,9 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         print("| reference clip | texture iterations | centroid Hz: in -> out (reference) | chroma corr (min) | "
               "onset corr | distance to ref (moved) | s per s |\n|---|---|---|---|---|---|---|", flush=True)
         rows = []
+        if args.music_references:
+            train = split_clips(args.data, 10 ** 6, args.clip_s, "train")
+            picks = np.linspace(0, len(train) - 1, args.music_references).round().astype(int)
+            references = [(train[i][0], train[i][1]) for i in picks]
+        else:
+            references = [(n, None) for n in STYLES]
         with tempfile.TemporaryDirectory() as tmp:
-            for name, it in ((n, it) for n in STYLES for it in args.texture):
-                r = measure_reference(name, clips, embedder, Path(tmp), texture_iterations=it)
+            for (name, audio), it in ((ref, it) for ref in references for it in args.texture):
+                r = measure_reference(name, clips, embedder, Path(tmp), texture_iterations=it, audio=audio)
                 rows.append(r)
                 print(f"| {name} | {it} | {r['centroid_before_hz']:.0f} -> {r['centroid_after_hz']:.0f} "
                       f"({r['centroid_ref_hz']:.0f}) | {r['chroma_corr_mean']:.3f} ({r['chroma_corr_min']:.3f}) | "

@@ -204,9 +204,10 @@ FIELDS: tuple[FieldSpec, ...] = (
        cli=("--style-loss",), osc="style_loss", tasks=("style",), preset=True),
     _f("style_weight", "float", 1.0, "weight of the style loss (style)", lo=0.0, hi=1e6,
        cli=("--style-weight",), osc="style_weight", tasks=("style",), preset=True),
-    _f("texture_iterations", "int", 0, "optimiser steps of the texture match: a bounded EQ curve and per-band "
-       "dynamics after the chain, moved toward the reference embedding (style; 0 = off, the default; 60 is "
-       "the measured setting, about 0.2 s per second of audio on 2 quiet cores)", lo=0, hi=1000,
+    _f("texture_iterations", "int", None, "optimiser steps of the texture match: a bounded EQ curve and per-band "
+       "dynamics after the chain, moved toward the reference embedding (style; 0 = off; default: 60 with a "
+       "--reference clip and no preset, where it measurably helps, else 0; about 0.2 s per second of audio on "
+       "2 quiet cores)", lo=0, hi=1000, optional=True,
        cli=("--texture-iterations",), osc="texture_iterations", tasks=("style",), preset=True),
     _f("recon_t_range", "pair", (0.0, 1.0), "diffusion times t at which the reconstruction loss acts",
        cli=("--recon-t-range",), osc="recon_t_range"),

@@ -50,6 +50,7 @@ from .tasks import StyleTarget, TaskOutput, generate_window, to_samples
 # distance by -4..+9 points and cost 0.18-2.3 s per second of audio (the chain: 0.01-0.2), so
 # the default is the chain alone; a request may still ask for refinement with `refine_strength`.
 DEFAULT_REFINE_STRENGTH = 0.0
+REFERENCE_TEXTURE_ITERATIONS = 60   # texture match steps for a --reference render without a preset (engine/plan.py)
 REFINE_WINDOW_S = 6.0
 REFINE_OVERLAP_S = 0.5
 PRE_ROLL_S = 2.0        # audio before the region run through the chain, so filters and reverbs are warm
@@ -72,7 +73,7 @@ def style(model: Model, audios: Sequence[np.ndarray], request: RenderRequest, *,
     pre = max(0, start - to_samples(PRE_ROLL_S, rate))
     coloured = colour(audio[:, pre:end], rate, request, chain, target)[:, start - pre:]
     info: dict = {}
-    if request.texture_iterations > 0 and request.strength > 0.0 and target is not None:
+    if (request.texture_iterations or 0) > 0 and request.strength > 0.0 and target is not None:
         coloured, info["texture_match"] = texture_stage(coloured, audio[:, start:end], rate, request, chain, target,
                                                         tracker)
     losses: dict = {}

@@ -108,3 +108,17 @@ def test_integer_output_warns_when_it_clips_and_float_output_keeps_the_level(tmp
     as_int = render(RenderRequest(**base, bit_depth=24, output=str(tmp_path / "i.wav")))
     assert len(as_int.warnings) == 1 and "clipped by the 24-bit output" in as_int.warnings[0]
     assert json.loads((tmp_path / "i.json").read_text())["warnings"] == list(as_int.warnings)
+
+
+def test_the_texture_match_is_planned_on_for_a_reference_clip_and_off_after_a_preset():
+    """Toward a --reference clip the texture match measurably helps (distance and chroma), after a preset's
+    chain it does not: the plan turns it on only for the first, and a request or preset can say otherwise."""
+    model = get_model("builtin")
+    ref = RenderRequest(task="style", audio=("/a.wav",), reference="/ref.wav")
+    assert plan_render(ref, model).texture_iterations == 60
+    assert plan_render(ref.replace(texture_iterations=0), model).texture_iterations == 0
+    assert plan_render(ref.replace(preset="dark-ambient"), model).texture_iterations == 0
+    assert plan_render(ref.replace(preset="dark-ambient", texture_iterations=30), model).texture_iterations == 30
+    assert plan_render(RenderRequest(task="infill", audio=("/a.wav",), start_s=1.0, end_s=2.0),
+                       model).texture_iterations == 0
+    assert plan_render(ref, model).apply(ref).texture_iterations == 60     # what the task and the sidecar read
