@@ -217,12 +217,24 @@ def adopted(request: RenderRequest, identity: Optional[dict] = None) -> Optional
         return None
 
 
+# A copy whose surroundings fit hardly better than a typical span's (ratio 1.0) is a guess. White noise,
+# which has nothing to match, scores 0.89 (infill) and 0.96 (continuation); music with real matches
+# scores far lower (held-out infills 0.06-0.63, continuations 0.24-0.80, one of 16 at 1.05).
+WEAK_MATCH_RATIO = 0.85
+
+
 def _prior_warnings(info: dict) -> tuple[str, ...]:
-    """A retrieval prior that found nothing to copy says so (the sidecar has the same words under "prior")."""
+    """A retrieval prior that found nothing to copy, or only a weak match, says so (the sidecar has the
+    same words under "warnings", and the match under "prior")."""
     if info.get("fallback") and info.get("fallback_to"):
         instead = ("the model generated the region instead" if info["fallback_to"] == "generative"
                    else f"used a plain {info['fallback_to']} instead")
         return (f"the retrieval prior was not used ({info['fallback']}); {instead}",)
+    ratio = info.get("match_ratio")
+    if info.get("kind") == "similarity" and isinstance(ratio, (int, float)) and ratio >= WEAK_MATCH_RATIO:
+        return (f"the best match found in the audio fits its surroundings hardly better than a typical span "
+                f"(match ratio {ratio:.2f}; 1 = no better): listen before keeping it, or give more material "
+                f"with --source",)
     return ()
 
 

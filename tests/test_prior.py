@@ -267,6 +267,26 @@ def test_the_cli_says_when_the_prior_fell_back(tmp_path, capsys):
     assert "the retrieval prior was not used (the context around the region is silent); used a plain crossfade" in err
 
 
+@pytest.mark.parametrize("task", ["infill", "continue"])
+def test_a_weak_match_is_a_warning_and_a_real_one_is_not(tmp_path, task):
+    """White noise has nothing to match: the copy is a guess, and the render says so (the sidecar and the CLI
+    carry the warning); the periodic song's copy is exact, and says nothing."""
+    from engine.audio_io import write_audio_atomic
+
+    noise = (0.1 * np.random.default_rng(0).standard_normal((2, 10 * RATE))).astype(np.float32)
+    fields = {"infill": dict(start_s=4.0, end_s=5.0), "continue": dict(duration_s=3.0)}[task]
+    warned = []
+    for name, audio in (("noise", noise), ("song", periodic_song())):
+        src = tmp_path / f"{name}.wav"
+        write_audio_atomic(src, audio, RATE, bit_depth=32)
+        result = render(RenderRequest(task=task, audio=(str(src),), output=str(tmp_path / f"{name}-out.wav"),
+                                      refine_strength=0.0, **fields))
+        side = json.loads(open(result.sidecar_path).read())
+        warned.append([w for w in side["warnings"] if "hardly better than a typical span" in w])
+        assert warned[-1] == [w for w in result.warnings if "hardly better" in w]
+    assert len(warned[0]) == 1 and warned[1] == []
+
+
 def test_seams_keep_their_loudness_for_correlated_and_unrelated_material():
     from engine.prior.edits import matched_crossfade
 
