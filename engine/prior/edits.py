@@ -159,11 +159,12 @@ def infill_prior(sources: list[Source], start: int, stop: int, *, context_s: flo
     def trusted(lo: int, hi: int) -> bool:   # the region's own audio is not evidence of anything
         return c.source != 0 or hi <= start or lo >= stop
 
-    left = (a[:, max(0, start - ctx_n):start], src.audio[:, max(0, s0 - ctx_n):s0])
-    right = (a[:, stop:stop + ctx_n], src.audio[:, s0 + length:s0 + length + ctx_n])
-    sides = [p for p, ok in ((left, trusted(max(0, s0 - ctx_n), s0)),
-                             (right, trusted(s0 + length, s0 + length + ctx_n))) if ok]
-    gain = level_match_gain(sides) if sides else 1.0
+    pairs = []
+    if trusted(max(0, s0 - ctx_n), s0):
+        pairs.append((a[:, max(0, start - ctx_n):start], src.audio[:, max(0, s0 - ctx_n):s0]))
+    if trusted(s0 + length, s0 + length + ctx_n):
+        pairs.append((a[:, stop:stop + ctx_n], src.audio[:, s0 + length:s0 + length + ctx_n]))
+    gain = level_match_gain(pairs) if pairs else 1.0
     timeline = a.copy()
     timeline[:, start:stop] = _spliced(a, src.audio[:, s0:s0 + length] * gain, start, stop, seam)
     info.match_ratio = c.match_ratio
@@ -435,6 +436,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
     zone = int(search_s * rate)
     near = min(rate // 4, zone)         # a beat just past the requested point is as good as one before it
+    cand_a: list[int] = []
+    cand_b: list[int] = []
     if zone == 0:
         info.extra["joins"] = "kept as requested (join_search_s 0)"
     elif info.beat_tracked:
@@ -442,7 +445,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         cand_b = [int(x) for x in an_b.beats if join_b - near <= x <= join_b + zone and jb_ok(x)]
         if not (cand_a and cand_b):
             info.fallback = "no beats near the requested join points; joins chosen frame by frame"
-    if zone == 0 or not (info.beat_tracked and cand_a and cand_b):
+    if not (cand_a and cand_b):
         # No common grid: joins on a tenth-of-a-second lattice, judged the same way.
         step = rate // 10
         cand_a = [j for j in range(join_a, join_a - zone - 1, -step) if ja_ok(j)] or [join_a]
