@@ -57,7 +57,7 @@ BACK_OFF_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 @dataclass(frozen=True)
 class TextureSettings:
-    """The stage's knobs; the defaults were chosen on held-out clips (BENCHMARKS.md, "Style presets")."""
+    """The stage's knobs; the defaults were chosen on training-split clips (BENCHMARKS.md, "Style presets")."""
 
     iterations: int = 60
     learning_rate: float = 0.3
@@ -123,6 +123,11 @@ def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
                        center=True, length=length)
 
 
+def _odd_frames(seconds: float, sample_rate: int, hop: int) -> int:
+    """`seconds` as an odd number of STFT frames (at least 1), so a moving mean over them is centred."""
+    return int(round(seconds * sample_rate / hop)) // 2 * 2 + 1
+
+
 def _moving_mean(x: torch.Tensor, span: int) -> torch.Tensor:
     """Centred moving mean along the last axis over `span` frames (odd), edges replicated."""
     if span <= 1:
@@ -153,9 +158,9 @@ class GainGrid:
             level = torch.cat([level[:, edge:edge + 1].expand(-1, edge), level[:, edge:-edge],
                                level[:, -edge - 1:-edge].expand(-1, edge)], dim=1)
         # the detector's ~35 ms time constant: partials beating inside a band are not accents
-        level = _moving_mean(level, max(1, int(round(settings.detector_s * sample_rate / hop))) // 2 * 2 + 1)
-        span = int(round(settings.envelope_s * sample_rate / hop)) // 2 * 2 + 1
-        env = (level - _moving_mean(level, span)).clamp(-settings.envelope_clip_db, settings.envelope_clip_db)
+        level = _moving_mean(level, _odd_frames(settings.detector_s, sample_rate, hop))
+        accent = level - _moving_mean(level, _odd_frames(settings.envelope_s, sample_rate, hop))
+        env = accent.clamp(-settings.envelope_clip_db, settings.envelope_clip_db)
         self.envelope = self.interp @ env                                                    # (bins, frames)
         self.subsonic = torch.from_numpy(np.linspace(0.0, sample_rate / 2, n_bins) < SUBSONIC_HZ)[:, None]
 
@@ -164,9 +169,9 @@ class GainGrid:
         return torch.where(self.subsonic, -torch.relu(-db), db)
 
 
-def apply_gain(audio: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
-    """Scale each channel's STFT magnitude by `db` (bins x frames), keep its phase, resynthesise."""
-    return _istft(_stft(audio) * torch.pow(10.0, db / 20.0), audio.shape[-1])
+def apply_gain(spec: torch.Tensor, db: torch.Tensor, length: int) -> torch.Tensor:
+    """Scale each channel's STFT (`_stft`) magnitude by `db` (bins x frames), keep its phase, resynthesise."""
+    return _istft(spec * torch.pow(10.0, db / 20.0), length)
 
 
 # --- differentiable content measures (torch twins of engine.features, on power spectrograms) ----
@@ -380,7 +385,7 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
     terms = [window_terms(embedder, content, mid[a:b], anc[a:b], settings) for a, b in spans]
     eq_db, expansion = optimise_gain(embedder, content, terms, reference, w, settings, on_iteration,
                                      tone={"dark": -1, "bright": 1}.get(tone, 0))
-    del terms
+    del terms     # each window's gain is rebuilt below at full frame rate, not kept through the whole fit
     n_stft = n // HOP + 1
     total_db = torch.zeros(N_FFT // 2 + 1, n_stft)
     total_w = torch.zeros(n_stft)
@@ -395,12 +400,13 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
         total_w[fa:fa + m] += ramp
     total_db = total_db / total_w.clamp(min=1e-6)
     goal = integrated_lufs(audio, rate)
+    spec = _stft(x)                       # once: each back-off step only rescales it
     for fraction in BACK_OFF_FRACTIONS:
         # Apply the gain and match the loudness back. Where the peak ceiling would cost level (a peakier
         # result), or the real distance did not fall (the optimiser's spectrogram model was wrong), apply a
         # smaller fraction of the gain instead: the stage never costs level or distance.
         with torch.no_grad():
-            out = match_loudness(apply_gain(x, total_db * fraction).numpy().astype(np.float32), rate, goal)
+            out = match_loudness(apply_gain(spec, total_db * fraction, n).numpy().astype(np.float32), rate, goal)
         after = weighted_distance(embedder, out, reference, w)
         level_ok = not math.isfinite(goal) or integrated_lufs(out, rate) >= goal - LEVEL_TOLERANCE_DB
         if fraction == 0.0 or (level_ok and after < before):
@@ -408,7 +414,7 @@ def texture_match(audio: np.ndarray, anchor: np.ndarray, rate: int, embedder, re
     if fraction == 0.0:
         out, after = audio.copy(), before
     applied = total_db * fraction
-    slow = _moving_mean(applied, int(round(settings.envelope_s * rate / HOP)) // 2 * 2 + 1)
+    slow = _moving_mean(applied, _odd_frames(settings.envelope_s, rate, HOP))
     drift = float((slow.max(dim=1).values - slow.min(dim=1).values).max())
     return TextureResult(out, eq_db.numpy(), expansion.numpy(), len(spans), before, after,
                          time.perf_counter() - t0, fraction, drift)
