@@ -10,13 +10,11 @@ settings on `bench/quality.py`'s held-out windows and geometry; the copies are i
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
 from engine.metrics import seam_continuity  # noqa: E402
@@ -25,14 +23,12 @@ from engine.tasks import PRIOR_CONTEXT_S  # noqa: E402
 
 RATE = Q.RATE
 
-
-def s(x: float) -> int:
-    return int(round(x * RATE))
+s = Q.s
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=16)
     args = ap.parse_args(argv)
     cut, total = s(Q.CONT_CTX_S), s(Q.WIN_S)

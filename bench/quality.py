@@ -270,7 +270,6 @@ def continuation_task(w: Window, methods: list[EngineMethod], args) -> tuple[dic
     x = w.audio
     n = total - cut
     reps = int(np.ceil(n / cut))
-    seam = s(SEAM_MS / 1000)
     out, elapsed = {}, {}
     for name, fill in (("silence", np.zeros((2, n), np.float32)),
                        ("crossfade", np.tile(x[:, :cut], (1, reps))[:, :n]),
@@ -311,12 +310,23 @@ def first_change(full: np.ndarray, a: np.ndarray, expected: int) -> int:
     return int(diff[0])
 
 
-def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -> tuple[dict, dict, dict]:
-    """A's track up to its window's end, joined 3 s into the window to 12 s of B; returns (edits, seconds, info)."""
-    xf = s(XF_S)
+def transition_pairs(windows: list[Window]) -> list[tuple[Window, Window]]:
+    """Each window paired with one from a different piece, a third of the list away."""
+    k = max(1, len(windows) // 3)
+    pairs = [(wa, windows[(i + k) % len(windows)]) for i, wa in enumerate(windows)]
+    return [(wa, wb) for wa, wb in pairs if wa.group != wb.group]
+
+
+def transition_inputs(wa: Window, wb: Window) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """(A's track up to its window's end, 12 s of B, join in A 3 s into the window, join in B, crossfade)."""
     a_in = wa.track_audio[:, :wa.start + s(WIN_S)]
     b_in = wb.track_audio[:, wb.start:wb.start + s(B_INPUT_S)]
-    join_a, join_b = wa.start + s(WIN_S / 2), s(WIN_S / 2)
+    return a_in, b_in, wa.start + s(WIN_S / 2), s(WIN_S / 2), s(XF_S)
+
+
+def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -> tuple[dict, dict, dict]:
+    """A's track up to its window's end, joined 3 s into the window to 12 s of B; returns (edits, seconds, info)."""
+    a_in, b_in, join_a, join_b, xf = transition_inputs(wa, wb)
     # The plain crossfade baseline: the sine-law equal-power fade at the requested joins.
     mix, g0, g1 = transition_mix(a_in, b_in, join_a, join_b, xf, curves=equal_power_curves)
     silence = mix.copy()
@@ -532,10 +542,7 @@ def main(argv: list[str] | None = None) -> None:
             plot_windows = dict(original=originals[shown_at], **edits[shown_at])
             title = windows[shown_at].track
         elif task == "transition":
-            # Pair each window with one from a different piece, a third of the list away.
-            k = max(1, len(windows) // 3)
-            pairs = [(wa, windows[(i + k) % len(windows)]) for i, wa in enumerate(windows)]
-            pairs = [(wa, wb) for wa, wb in pairs if wa.group != wb.group]
+            pairs = transition_pairs(windows)
             runs = [transition_task(wa, wb, methods, args) for wa, wb in pairs]
             edits, elapsed, infos = [r[0] for r in runs], [r[1] for r in runs], [r[2] for r in runs]
             # Real reference: spans of the two tracks themselves, unmixed, alternating A and B.

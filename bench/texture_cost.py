@@ -8,14 +8,12 @@ tenfold (BENCHMARKS.md, "Style presets").
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
 from engine.presets import apply_preset  # noqa: E402
@@ -25,7 +23,7 @@ from engine.request import PCMAudio, request_from_mapping  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--track", default="Compost.ogg")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--presets", default="dark-ambient,percussive")

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
 from engine.metrics import beat_offset_ms, beat_period_s, level_dip_db, seam_stats  # noqa: E402
@@ -36,16 +34,11 @@ from engine.tasks import transition_mix  # noqa: E402
 
 RATE = Q.RATE
 
-
-def s(x: float) -> int:
-    return int(round(x * RATE))
+s = Q.s
 
 
 def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
-    xf = s(Q.XF_S)
-    a_in = wa.track_audio[:, :wa.start + s(Q.WIN_S)]
-    b_in = wb.track_audio[:, wb.start:wb.start + s(Q.B_INPUT_S)]
-    join_a, join_b = wa.start + s(Q.WIN_S / 2), s(Q.WIN_S / 2)
+    a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
     src = make_sources(["a"], [a_in], RATE)[0]
     b2, an_b, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
     mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
@@ -75,14 +68,12 @@ def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     ws = Q.held_out_windows(args.data, args.windows)
-    k = max(1, len(ws) // 3)                       # the pairing of bench/quality.py
-    pairs = [(wa, ws[(i + k) % len(ws)]) for i, wa in enumerate(ws)]
-    pairs = [(wa, wb) for wa, wb in pairs if wa.group != wb.group]
+    pairs = Q.transition_pairs(ws)
     rows = []
     print("| A -> B | A BPM (metric's) | B BPM -> stretched (factor) | shift ms | beat offset ms | floor ms |")
     print("|---|---|---|---|---|---|")

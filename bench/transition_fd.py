@@ -17,15 +17,13 @@ tempo stretch, B's onset phase shift) and prints each one's FD-DSP.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
@@ -37,7 +35,6 @@ from engine.tasks import transition_mix  # noqa: E402
 
 def ablation(pairs, embed, real_emb: np.ndarray) -> None:
     """FD-DSP of the prior's transitions with one part switched off at a time."""
-    xf = Q.s(Q.XF_S)
     tempo_match, phase_shift = edits.tempo_match, edits.onset_phase_shift
     variants = [("the prior, as shipped", {}), ("sine-law fade instead of the smooth one", {"curves": equal_power_curves}),
                 ("no tempo stretch of B", {"stretch": False}), ("no onset phase shift of B", {"phase": False}),
@@ -48,11 +45,9 @@ def ablation(pairs, embed, real_emb: np.ndarray) -> None:
             edits.onset_phase_shift = phase_shift if v.get("phase", True) else (lambda *a, **kw: 0)
             regions = []
             for wa, wb in pairs:
-                a_in = wa.track_audio[:, :wa.start + Q.s(Q.WIN_S)]
-                b_in = wb.track_audio[:, wb.start:wb.start + Q.s(Q.B_INPUT_S)]
+                a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
                 src = edits.make_sources(["a"], [a_in], Q.RATE)[0]
-                b2, _, ja, jb, _ = edits.transition_prior(src, b_in, "b", wa.start + Q.s(Q.WIN_S / 2),
-                                                          Q.s(Q.WIN_S / 2), xf)
+                b2, _, ja, jb, _ = edits.transition_prior(src, b_in, "b", join_a, join_b, xf)
                 kw = {"curves": v["curves"]} if "curves" in v else {}
                 mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf, **kw)
                 regions.append(mix[:, g0:g1])
@@ -65,7 +60,7 @@ def ablation(pairs, embed, real_emb: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Q.ROOT / "data")
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -73,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     windows = Q.held_out_windows(args.data, args.windows)
-    k = max(1, len(windows) // 3)                        # the pairing of bench/quality.py
-    pairs = [(wa, windows[(i + k) % len(windows)]) for i, wa in enumerate(windows)]
-    pairs = [(wa, wb) for wa, wb in pairs if wa.group != wb.group]
+    pairs = Q.transition_pairs(windows)
     engine_args = SimpleNamespace(steps=None, seed=0, xi=None, model="builtin", step_mode=None, sampler="ddim",
                                   fail_fast=True)
     segue = Q.EngineMethod("segue", None)                # the request defaults, as a producer gets them

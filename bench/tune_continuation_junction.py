@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
@@ -28,9 +26,7 @@ from engine.metrics import multires_log_mel_l1, seam_continuity  # noqa: E402
 
 RATE = Q.RATE
 
-
-def s(x: float) -> int:
-    return int(round(x * RATE))
+s = Q.s
 
 
 def training_windows(data: Path, n: int, min_s: float = 40.0) -> list[Q.Window]:
@@ -65,7 +61,7 @@ def score(cases: list[tuple[Q.Window, np.ndarray, list]]) -> tuple[float, float]
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=24)
     args = ap.parse_args(argv)
     ws = training_windows(args.data, args.windows)
