@@ -201,6 +201,20 @@ def test_values_of_the_wrong_type_are_invalid_requests_not_internal_errors(field
     assert e.value.code == "invalid_request"
 
 
+@pytest.mark.parametrize("fields,words", [
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "join_search_s": -1.0}, "within [0.0, 16.0]"),
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "join_search_s": 17.0}, "within [0.0, 16.0]"),
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "join_search_s": "far"}, "must be a number"),
+    ({"task": "style", "reference": "/r.wav", "texture_iterations": 1001}, "within [0, 1000]"),
+    ({"task": "style", "reference": "/r.wav", "texture_iterations": -1}, "within [0, 1000]"),
+    ({"task": "style", "reference": "/r.wav", "texture_iterations": 2.5}, "must be an integer"),
+])
+def test_join_search_and_texture_iterations_refuse_values_outside_their_declaration(fields, words):
+    with pytest.raises(InvalidRequest) as e:
+        request_from_mapping({**BASE, **fields})
+    assert e.value.code == "invalid_request" and words in e.value.message
+
+
 def test_a_preset_name_over_255_characters_is_refused_before_any_lookup():
     with pytest.raises(SegueError) as e:
         request_from_mapping({**BASE, "task": "infill", "start_s": 1.0, "end_s": 2.0, "preset": "p" * 300})
