@@ -173,36 +173,40 @@ def measure_reference(name: str, clips, embedder, ref_dir: Path, strength: float
             "s_per_s_median": float(np.median([r["s_per_s"] for r in rows])), "rows": rows}
 
 
-def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path) -> Path:
-    """One PNG: the input's log spectrogram and each preset's output (chain, strength 1)."""
+def _panels_png(panels: list[tuple[str, np.ndarray]], path: Path, *, n_fft: int, hop: int, xlabel: str,
+                width: float, panel_height: float, dpi: int) -> Path:
+    """One log power spectrogram per (title, audio), stacked, on one colour scale (the first panel's peak)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def spec(a: np.ndarray) -> np.ndarray:
-        p = F._power(a.mean(axis=0).astype(np.float64), 2048, 512)
-        return 10 * np.log10(p.T + 1e-10)
-
-    panels = [("input", clip)]
-    for n in STYLES:
-        panels += [(f"{n}, chain", style_once(n, clip, texture_iterations=0)[0]),
-                   (f"{n}, chain + texture match", style_once(n, clip)[0])]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.8 * len(panels)), sharex=True)
-    ref_db = spec(clip).max()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, panel_height * len(panels)), sharex=True)
+    top = None
     for ax, (title, a) in zip(axes, panels):
-        s = spec(a)
-        ax.imshow(s, origin="lower", aspect="auto", vmin=ref_db - 90, vmax=ref_db, cmap="magma",
+        s = 10 * np.log10(F._power(a.mean(axis=0).astype(np.float64), n_fft, hop).T + 1e-10)
+        top = s.max() if top is None else top
+        ax.imshow(s, origin="lower", aspect="auto", vmin=top - 90, vmax=top, cmap="magma",
                   extent=(0, a.shape[1] / RATE, 0, RATE / 2000))
         ax.set_ylabel("kHz")
-        ax.set_title(f"{title}: centroid {F.spectral_centroid(a, RATE):.0f} Hz, "
-                     f">8 kHz {F.hf_share_db(a, RATE):.1f} dB", fontsize=9)
-    axes[-1].set_xlabel(f"seconds ({clip_name}, held-out)")
+        ax.set_title(title, fontsize=9)
+    axes[-1].set_xlabel(xlabel)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"spectrograms_{Path(clip_name).stem}.png"
-    fig.savefig(path, dpi=60)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def spectrograms(clip_name: str, clip: np.ndarray, out_dir: Path, texture_iterations: int = 60) -> Path:
+    """One PNG: the input's log spectrogram and each preset's output, chain alone and chain + texture match."""
+    renders = [("input", clip)]
+    for n in STYLES:
+        renders += [(f"{n}, chain", style_once(n, clip, texture_iterations=0)[0]),
+                    (f"{n}, chain + texture match", style_once(n, clip, texture_iterations=texture_iterations)[0])]
+    panels = [(f"{title}: centroid {F.spectral_centroid(a, RATE):.0f} Hz, >8 kHz {F.hf_share_db(a, RATE):.1f} dB", a)
+              for title, a in renders]
+    return _panels_png(panels, out_dir / f"spectrograms_{Path(clip_name).stem}.png", n_fft=2048, hop=512,
+                       xlabel=f"seconds ({clip_name}, held-out)", width=9, panel_height=1.8, dpi=60)
 
 
 def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, seconds: float = 4.0,
@@ -212,30 +216,12 @@ def closeup(clip_name: str, clip: np.ndarray, out_dir: Path, preset: str, second
     For looking at what the texture match adds: zipper noise or musical noise would show as
     vertical stripes or isolated speckles in the last panel that the chain's panel lacks.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = int(seconds * RATE)
-    panels = [("input", clip), ("chain", style_once(preset, clip, texture_iterations=0)[0]),
-              ("chain + texture match", style_once(preset, clip, texture_iterations=texture_iterations)[0])]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
-    top = None
-    for ax, (title, a) in zip(axes, panels):
-        p = F._power(a[:, :n].mean(axis=0).astype(np.float64), 1024, 256)
-        s = 10 * np.log10(p.T + 1e-10)
-        top = s.max() if top is None else top
-        ax.imshow(s, origin="lower", aspect="auto", vmin=top - 90, vmax=top, cmap="magma",
-                  extent=(0, n / RATE, 0, RATE / 2000))
-        ax.set_ylabel("kHz")
-        ax.set_title(f"{preset}: {title}", fontsize=9)
-    axes[-1].set_xlabel(f"seconds ({clip_name}, held-out)")
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"texture_{preset}_{Path(clip_name).stem}.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    renders = [("input", clip), ("chain", style_once(preset, clip, texture_iterations=0)[0]),
+               ("chain + texture match", style_once(preset, clip, texture_iterations=texture_iterations)[0])]
+    return _panels_png([(f"{preset}: {title}", a[:, :n]) for title, a in renders],
+                       out_dir / f"texture_{preset}_{Path(clip_name).stem}.png", n_fft=1024, hop=256,
+                       xlabel=f"seconds ({clip_name}, held-out)", width=10, panel_height=2.6, dpi=80)
 
 
 def line(s: dict) -> str:
