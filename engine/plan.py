@@ -58,8 +58,8 @@ def _texture_iterations(request: RenderRequest) -> int:
     """The request's own, else on for a style render toward a reference clip (no preset), else off.
 
     Toward a reference clip (`--reference`: matching EQ and loudness, no chain) the texture
-    match moved held-out clips 11-27 % toward it instead of 2-12 %, and *raised* their
-    chroma correlation with the input (the matching EQ's damage undone), for about 0.12 s
+    match moved held-out clips 8-22 % toward it instead of 2-12 %, and *raised* their
+    chroma correlation with the input (the matching EQ's damage undone), for about 0.14 s
     per second of audio (BENCHMARKS.md). After a preset's chain it gains less and costs
     chroma, so a preset asks for it itself.
     """

@@ -113,7 +113,8 @@ def texture_stage(coloured: np.ndarray, original: np.ndarray, rate: int, request
               "distance_before": result.distance_before, "distance_after": result.distance_after,
               "fraction_applied": result.fraction_applied,
               "tone": chain.tone if chain is not None else "neutral", "windows": result.windows,
-              "eq_db_max": float(np.abs(result.eq_db).max()), "expansion_mean": float(np.mean(result.expansion)),
+              "eq_db": [round(float(v), 2) for v in result.eq_db],           # per mel band, low to high
+              "expansion": [round(float(v), 3) for v in result.expansion],
               "drift_db": result.drift_db,
               "seconds": result.seconds}
     return result.audio, record

@@ -68,7 +68,7 @@ class TextureSettings:
     detector_s: float = 0.035        # the band level is read over this long (a multiband dynamics' detector)
     bands: int = 48
     frame_stride: int = 4
-    smooth_freq: float = 0.03
+    smooth_freq: float = 0.3         # roughness of EQ and expansion across bands (0.03 left a 3-5 dB comb)
     chroma_weight: float = 16.0
     onset_weight: float = 4.0
     centroid_weight: float = 20.0

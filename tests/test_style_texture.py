@@ -57,7 +57,7 @@ def matched(embedder, loop, reference):
 
 
 def test_it_moves_a_clip_a_quarter_of_the_way_to_a_reference_at_its_own_loudness(matched):
-    # measured 0.45 -> 0.33 (28 %): the centroid (the chain's colour), onset and headroom terms hold it back
+    # measured 0.45 -> 0.29 (35 %): the centroid (the chain's colour), onset and headroom terms hold it back
     assert matched.distance_before > 0.4
     assert matched.distance_after < 0.8 * matched.distance_before, (matched.distance_before, matched.distance_after)
     assert matched.fraction_applied == 1.0
@@ -181,7 +181,7 @@ def test_a_style_render_records_the_stage_and_gets_closer_to_the_preset(loop):
     on = render_audio(request_from_mapping(fields))
     off = render_audio(request_from_mapping({**fields, "texture_iterations": 0}))
     rec = on.info["texture_match"]
-    assert rec["distance_after"] < 0.97 * rec["distance_before"]   # measured 1.81 -> 1.68 (7 %) on this loop
+    assert rec["distance_after"] < 0.97 * rec["distance_before"]   # measured 1.81 -> 1.71 (6 %) on this loop
     assert rec["settings"]["iterations"] == 60
     assert "texture_match" not in off.info
     assert F.chroma_correlation(on.audio, loop, RATE) >= 0.7
@@ -200,5 +200,5 @@ def test_a_bright_preset_keeps_its_air_even_when_the_reference_has_none(embedder
     follows = texture_match(loop, loop, RATE, embedder, ref, WEIGHTS, 1.0, tone="neutral")
     bright = texture_match(loop, loop, RATE, embedder, ref, WEIGHTS, 1.0, tone="bright")
     top = F.hf_share_db(loop, RATE)
-    assert F.hf_share_db(follows.audio, RATE) < top - 10.0          # measured -30.2 -> -52.0 dB
-    assert F.hf_share_db(bright.audio, RATE) >= top - 1.0           # measured -30.2 -> -23.2 dB
+    assert F.hf_share_db(follows.audio, RATE) < top - 10.0          # measured -30.2 -> -51.1 dB
+    assert F.hf_share_db(bright.audio, RATE) >= top - 1.0           # measured -30.2 -> -23.4 dB
