@@ -97,6 +97,24 @@ def test_the_infill_of_a_removed_bar_of_a_periodic_signal_restores_it(gap_at):
     assert info.to_json()["gain_db"] == pytest.approx(0.0, abs=0.05)   # recorded: the copy kept its level
 
 
+@pytest.mark.parametrize("louder_db", [-5.0, 5.0])
+def test_an_infill_copy_takes_the_level_of_the_passage_it_fills(louder_db):
+    """The same phrase played 5 dB softer (or louder) around the gap than where the copy comes from."""
+    song = periodic_song(repeats=4)
+    phrase = song.shape[1] // 4
+    g0, g1 = 2 * phrase + int(3.1 * RATE), 2 * phrase + int(5.1 * RATE)
+    damaged = song.copy()
+    damaged[:, 2 * phrase:3 * phrase] *= 10 ** (louder_db / 20)
+    truth = damaged[:, g0:g1].copy()
+    damaged[:, g0:g1] = 0.0
+    timeline, info = infill_prior(make_sources(["song"], [damaged], RATE), g0, g1, context_s=2.0,
+                                  seam=int(0.05 * RATE))
+    assert info.kind == "similarity"
+    assert info.to_json()["gain_db"] == pytest.approx(louder_db, abs=0.3)
+    level = 20 * np.log10(np.sqrt(np.mean(timeline[:, g0:g1] ** 2)) / np.sqrt(np.mean(truth ** 2)))
+    assert abs(level) < 0.5
+
+
 def test_a_rendered_infill_with_the_builtin_refiner_stays_close_to_the_truth():
     """The default path (prior + seam refinement by the shipped model) on the periodic song."""
     song = periodic_song()

@@ -1,0 +1,74 @@
+"""Choose how an infill copy is matched in level, on the corpus's TRAINING split (never the held-out one).
+
+`engine/prior/edits.py` scales the copied span so its surroundings, read over
+`LEVEL_CONTEXT_S` each side, are as loud as the region's, within +-`MAX_LEVEL_GAIN_DB`
+(continuation jumps share both settings). This scores
+the prior alone (no model) on one window per training group, with `bench/quality.py`'s
+infill geometry (the middle 2 s of a 6 s window, its interior silenced, the whole track
+as input): seam level jump and flux at both edges, log-mel L1 and |level error| of the
+gap. `bench/quality.py` then reports the chosen setting on the held-out music.
+
+    python bench/tune_infill_level.py [--windows 24]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
+
+import quality as Q  # noqa: E402
+import engine.prior.edits as edits  # noqa: E402
+from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity  # noqa: E402
+from tune_continuation_junction import training_windows  # noqa: E402
+
+RATE = Q.RATE
+s = Q.s
+
+
+def cases(windows: list[Q.Window]) -> list[tuple[Q.Window, np.ndarray, list]]:
+    """Each window's track with the gap's interior silenced (its outer seams kept), analysed once."""
+    a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
+    out = []
+    for w in windows:
+        track = w.track_audio
+        track[:, w.start + a + seam:w.start + b - seam] = 0.0
+        out.append((w, track, edits.make_sources(["a"], [track], RATE)))
+    return out
+
+
+def score(cs: list[tuple[Q.Window, np.ndarray, list]]) -> dict[str, float]:
+    """Mean seam jump / flux (both edges), gap log-mel L1 and |level error| with the module's current settings."""
+    a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
+    rows = {"jump": [], "flux": [], "l1": [], "level": []}
+    for w, track, sources in cs:
+        timeline, _ = edits.infill_prior(sources, w.start + a, w.start + b, context_s=2.0, seam=seam)
+        if timeline is None:
+            continue
+        out = timeline[:, w.start:w.start + w.audio.shape[1]]
+        sc = seam_continuity(out, w.audio, [a, b], RATE)
+        rows["jump"].append(sc["level_jump_db"])
+        rows["flux"].append(sc["flux"])
+        rows["l1"].append(multires_log_mel_l1(out[:, a:b], w.audio[:, a:b], RATE))
+        rows["level"].append(abs(level_error_db(out[:, a:b], w.audio[:, a:b])))
+    return {k: float(np.mean(v)) for k, v in rows.items()} | {"n": len(rows["l1"])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--windows", type=int, default=24)
+    args = ap.parse_args(argv)
+    cs = cases(training_windows(args.data, args.windows))
+    print(f"{len(cs)} training windows")
+    print("| gain bound dB | context s | seam jump dB | seam flux | log-mel L1 | abs level err dB |\n|---|---|---|---|---|---|")
+    for bound, ctx in ((3.0, 0.5), (4.5, 0.5), (6.0, 0.25), (6.0, 0.5), (6.0, 1.0), (9.0, 0.5)):
+        edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound, ctx
+        r = score(cs)
+        print(f"| {bound} | {ctx} | {r['jump']:.3f} | {r['flux']:.3f} | {r['l1']:.3f} | {r['level']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
