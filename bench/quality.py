@@ -388,6 +388,8 @@ def score_regions(edits: list[dict], originals: list[np.ndarray], span: tuple[in
                  for e, o in zip(edits, originals)]
         for k in seams[0]:
             row[k] = _mean([x[k] for x in seams])
+        per["seam_flux"] = [x["flux"] for x in seams]
+        per["seam_jump_db"] = [x["level_jump_db"] for x in seams]
         row.update(_detect(regions, real))
         row["per_window"] = per
         results[m] = row
@@ -428,6 +430,8 @@ def score_transitions(edits: list[dict], infos: list[dict], real: list[np.ndarra
         row["fd_dsp"] = frechet_distance(emb, real_emb)
         for k in seams[0]:
             row[k] = _mean([x[k] for x in seams])
+        per["seam_flux"] = [x["flux"] for x in seams]
+        per["seam_jump_db"] = [x["level_jump_db"] for x in seams]
         row.update(_detect(regions, real[:len(regions)]))
         row["per_window"] = per
         results[m] = row
@@ -580,6 +584,13 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
 
 
+def paired(row: dict, base: dict, key: str) -> str:
+    """Mean per-window difference of `key` (row minus base) +- one standard error, and how often row is lower."""
+    d = np.asarray(row["per_window"][key], float) - np.asarray(base["per_window"][key], float)
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return f"{d.mean():+.3f} +- {se:.3f} (one standard error), lower on {int((d < 0).sum())} of {len(d)} windows"
+
+
 def targets(report: dict, method: str = "segue") -> list[str]:
     """Issue 14's quality targets, checked for `method` on this report: one line each, met or not."""
     out = []
@@ -608,6 +619,11 @@ def targets(report: dict, method: str = "segue") -> list[str]:
             check(task, "log-mel L1 vs the copy's (beat it)", r["log_mel_l1"], copy["log_mel_l1"],
                   r["log_mel_l1"] < copy["log_mel_l1"])
             check(task, "seam flux vs the copy's (beat it)", r["flux"], copy["flux"], r["flux"] < copy["flux"])
+            check(task, "seam level jump dB vs the copy's (beat it)", r["level_jump_db"], copy["level_jump_db"],
+                  r["level_jump_db"] < copy["level_jump_db"])
+            for key, what in (("seam_flux", "seam flux"), ("seam_jump_db", "seam level jump dB")):
+                if key in r["per_window"] and key in copy["per_window"]:
+                    out.append(f"- {task}: {what} minus the copy's, paired over windows: {paired(r, copy, key)}")
             past = res.get("similarity (past)")
             if past is not None:
                 check(task, "log-mel L1 vs the past-only copy's (beat it; the floor also copies from later)",

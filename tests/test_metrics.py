@@ -209,3 +209,11 @@ def test_the_benchmark_scores_a_transition_where_the_output_leaves_clip_a():
         out[:, moved:] = _noise(10.0, 13)[:, moved:]
         assert q.first_change(out, a, expected) == moved
     assert q.first_change(a.copy(), a, expected) == expected
+
+
+def test_the_benchmark_pairs_a_difference_window_by_window():
+    q = _quality_bench()
+    ours = {"per_window": {"seam_jump_db": [1.0, 2.0, 3.0, 4.0]}}
+    copy = {"per_window": {"seam_jump_db": [2.0, 2.5, 3.0, 6.0]}}
+    # differences -1, -0.5, 0, -2: mean -0.875, sample sd 0.854, standard error 0.427; lower on 3 of 4
+    assert q.paired(ours, copy, "seam_jump_db") == "-0.875 +- 0.427 (one standard error), lower on 3 of 4 windows"
