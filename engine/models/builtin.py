@@ -28,11 +28,14 @@ DEFAULT_STEPS = 32
 # The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Quality of the
 # default engine").
 DEFAULT_PRIOR = "similarity"
-DEFAULT_REFINE_STRENGTH = 0.1
+# The prior ships unrefined for every task: on the training split (bench/tune_infill.py), re-noising
+# the seams at 0.1 cost infill and regenerate log-mel L1 (+0.0018 +- 0.0008 each, worse on 17 and 18
+# of 24 windows) and helped neither seam (level jump +0.03 / +0.06 dB, within noise) nor
+# regenerate's variation; refining a transition's crossfade cost 0.6 dB of level, and a
+# continuation's jumps roughened its seams (flux 0.81 -> 0.87). `--refine-strength` still asks for it.
+DEFAULT_REFINE_STRENGTH = 0.0
 DEFAULT_REFINE_SPAN = "seams"
-# Measured exceptions (BENCHMARKS.md): refining a transition's crossfade cost 0.6 dB of level on
-# average and gained nothing; refining a continuation's jumps roughened its seams (flux 0.81 -> 0.87).
-REFINE_STRENGTH_BY_TASK = {"transition": 0.0, "continue": 0.0}
+REFINE_STRENGTH_BY_TASK: dict = {}
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:

@@ -27,7 +27,7 @@ from .search import Candidate, align_to_sample, search_span
 
 SILENCE_DB = -70.0
 LEVEL_CONTEXT_S = 0.5        # the surroundings whose loudness a copy is matched to
-MAX_LEVEL_GAIN_DB = 6.0      # chosen on the training split: bench/tune_infill_level.py
+MAX_LEVEL_GAIN_DB = 6.0      # chosen on the training split: bench/tune_infill.py
 
 
 def level_match_gain(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:

@@ -1,4 +1,4 @@
-"""Choose how an infill copy is matched in level, on the corpus's TRAINING split (never the held-out one).
+"""Choose the infill's level match and seam refinement on the corpus's TRAINING split (never the held-out one).
 
 `engine/prior/edits.py` scales the copied span so its surroundings, read over
 `LEVEL_CONTEXT_S` each side, are as loud as the region's, within +-`MAX_LEVEL_GAIN_DB`
@@ -6,9 +6,11 @@
 the prior alone (no model) on one window per training group, with `bench/quality.py`'s
 infill geometry (the middle 2 s of a 6 s window, its interior silenced, the whole track
 as input): seam level jump and flux at both edges, log-mel L1 and |level error| of the
-gap. `bench/quality.py` then reports the chosen setting on the held-out music.
+gap. A second table runs the whole render path (prior + the built-in model regenerating
+the zones around the seams, `refine_strength` k) on the same windows, k = 0 being the prior
+alone. `bench/quality.py` then reports the chosen settings on the held-out music.
 
-    python bench/tune_infill_level.py [--windows 24]
+    python bench/tune_infill.py [--windows 24] [--strengths 0,0.1,0.2,0.3]
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
 from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity  # noqa: E402
+from engine.request import PCMAudio, RenderRequest  # noqa: E402
+from engine.render import render_audio  # noqa: E402
 from tune_continuation_junction import training_windows  # noqa: E402
 
 RATE = Q.RATE
@@ -39,12 +43,30 @@ def cases(windows: list[Q.Window]) -> list[tuple[Q.Window, np.ndarray, list]]:
     return out
 
 
-def score(cs: list[tuple[Q.Window, np.ndarray, list]]) -> dict[str, float]:
-    """Mean seam jump / flux (both edges), gap log-mel L1 and |level error| with the module's current settings."""
+def prior_alone(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray | None:
+    """The prior's timeline for the window's gap, with the module's current settings."""
     a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
+    timeline, _ = edits.infill_prior(sources, w.start + a, w.start + b, context_s=2.0, seam=seam)
+    return timeline
+
+
+def rendered(strength: float):
+    """The shipped render path at refine_strength `strength` (seams), as `score` expects."""
+    def run(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray:
+        a, b = s(Q.GAP[0]), s(Q.GAP[1])
+        req = RenderRequest(task="infill", audio=(PCMAudio(track, RATE),), start_s=(w.start + a) / RATE,
+                            end_s=(w.start + b) / RATE, span="full", seam_ms=Q.SEAM_MS, context_s=2.0,
+                            prior="similarity", refine_strength=strength, refine_span="seams")
+        return render_audio(req).audio
+    return run
+
+
+def score(cs: list[tuple[Q.Window, np.ndarray, list]], method=prior_alone) -> dict[str, float]:
+    """Mean seam jump / flux (both edges), gap log-mel L1 and |level error| of `method`'s edits."""
+    a, b = s(Q.GAP[0]), s(Q.GAP[1])
     rows = {"jump": [], "flux": [], "l1": [], "level": []}
     for w, track, sources in cs:
-        timeline, _ = edits.infill_prior(sources, w.start + a, w.start + b, context_s=2.0, seam=seam)
+        timeline = method(w, track, sources)
         if timeline is None:
             continue
         out = timeline[:, w.start:w.start + w.audio.shape[1]]
@@ -60,14 +82,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=24)
+    ap.add_argument("--strengths", default="0,0.1,0.2,0.3", help="refine_strength values for the second table")
     args = ap.parse_args(argv)
     cs = cases(training_windows(args.data, args.windows))
     print(f"{len(cs)} training windows")
+    bound0, ctx0 = edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S
     print("| gain bound dB | context s | seam jump dB | seam flux | log-mel L1 | abs level err dB |\n|---|---|---|---|---|---|")
     for bound, ctx in ((3.0, 0.5), (4.5, 0.5), (6.0, 0.25), (6.0, 0.5), (6.0, 1.0), (9.0, 0.5)):
         edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound, ctx
         r = score(cs)
         print(f"| {bound} | {ctx} | {r['jump']:.3f} | {r['flux']:.3f} | {r['l1']:.3f} | {r['level']:.2f} |", flush=True)
+    edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound0, ctx0
+    print("\n| refine strength (seams) | seam jump dB | seam flux | log-mel L1 | abs level err dB |\n|---|---|---|---|---|")
+    for k in (float(v) for v in args.strengths.split(",") if v.strip()):
+        r = score(cs, rendered(k))
+        print(f"| {k:g} | {r['jump']:.3f} | {r['flux']:.3f} | {r['l1']:.3f} | {r['level']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
