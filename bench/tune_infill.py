@@ -23,7 +23,7 @@ from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common
 
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
-from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity  # noqa: E402
+from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity, waveform_correlation  # noqa: E402
 from engine.request import PCMAudio, RenderRequest  # noqa: E402
 from engine.render import render_audio  # noqa: E402
 from tune_continuation_junction import training_windows  # noqa: E402
@@ -32,13 +32,14 @@ RATE = Q.RATE
 s = Q.s
 
 
-def cases(windows: list[Q.Window]) -> list[tuple[Q.Window, np.ndarray, list]]:
-    """Each window's track with the gap's interior silenced (its outer seams kept), analysed once."""
+def cases(windows: list[Q.Window], silence_gap: bool = True) -> list[tuple[Q.Window, np.ndarray, list]]:
+    """Each window's track (infill: the gap's interior silenced, its outer seams kept), analysed once."""
     a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
     out = []
     for w in windows:
         track = w.track_audio
-        track[:, w.start + a + seam:w.start + b - seam] = 0.0
+        if silence_gap:
+            track[:, w.start + a + seam:w.start + b - seam] = 0.0
         out.append((w, track, edits.make_sources(["a"], [track], RATE)))
     return out
 
@@ -50,21 +51,21 @@ def prior_alone(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray | N
     return timeline
 
 
-def rendered(strength: float):
+def rendered(strength: float, task: str = "infill"):
     """The shipped render path at refine_strength `strength` (seams), as `score` expects."""
     def run(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray:
         a, b = s(Q.GAP[0]), s(Q.GAP[1])
-        req = RenderRequest(task="infill", audio=(PCMAudio(track, RATE),), start_s=(w.start + a) / RATE,
+        req = RenderRequest(task=task, audio=(PCMAudio(track, RATE),), start_s=(w.start + a) / RATE,
                             end_s=(w.start + b) / RATE, span="full", seam_ms=Q.SEAM_MS, context_s=2.0,
                             prior="similarity", refine_strength=strength, refine_span="seams")
         return render_audio(req).audio
     return run
 
 
-def score(cs: list[tuple[Q.Window, np.ndarray, list]], method=prior_alone) -> dict[str, float]:
-    """Mean seam jump / flux (both edges), gap log-mel L1 and |level error| of `method`'s edits."""
+def score(cs: list[tuple[Q.Window, np.ndarray, list]], method=prior_alone) -> dict[str, np.ndarray]:
+    """Per window: seam jump / flux (both edges), the gap's log-mel L1, |level error| and waveform correlation."""
     a, b = s(Q.GAP[0]), s(Q.GAP[1])
-    rows = {"jump": [], "flux": [], "l1": [], "level": []}
+    rows = {"jump": [], "flux": [], "l1": [], "level": [], "corr": []}
     for w, track, sources in cs:
         timeline = method(w, track, sources)
         if timeline is None:
@@ -75,28 +76,51 @@ def score(cs: list[tuple[Q.Window, np.ndarray, list]], method=prior_alone) -> di
         rows["flux"].append(sc["flux"])
         rows["l1"].append(multires_log_mel_l1(out[:, a:b], w.audio[:, a:b], RATE))
         rows["level"].append(abs(level_error_db(out[:, a:b], w.audio[:, a:b])))
-    return {k: float(np.mean(v)) for k, v in rows.items()} | {"n": len(rows["l1"])}
+        rows["corr"].append(waveform_correlation(out[:, a:b], w.audio[:, a:b]))
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def _row(first: str, r: dict[str, np.ndarray]) -> str:
+    return (f"| {first} | {r['jump'].mean():.3f} | {r['flux'].mean():.3f} | {r['l1'].mean():.3f} "
+            f"| {r['level'].mean():.2f} | {r['corr'].mean():.3f} |")
+
+
+def _paired(r: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> str:
+    parts = []
+    for k in ("l1", "jump", "level", "corr"):
+        d = r[k] - base[k]
+        parts.append(f"{k} {d.mean():+.4f} +- {d.std(ddof=1) / np.sqrt(len(d)):.4f} (lower on {(d < 0).sum()} of {len(d)})")
+    return "; ".join(parts)
+
+
+HEADER = "| {} | seam jump dB | seam flux | log-mel L1 | abs level err dB | waveform corr |\n|---|---|---|---|---|---|"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=24)
-    ap.add_argument("--strengths", default="0,0.1,0.2,0.3", help="refine_strength values for the second table")
+    ap.add_argument("--strengths", default="0,0.1,0.2,0.3", help="refine_strength values for the refinement tables")
     args = ap.parse_args(argv)
-    cs = cases(training_windows(args.data, args.windows))
+    windows = training_windows(args.data, args.windows)
+    cs = cases(windows)
     print(f"{len(cs)} training windows")
     bound0, ctx0 = edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S
-    print("| gain bound dB | context s | seam jump dB | seam flux | log-mel L1 | abs level err dB |\n|---|---|---|---|---|---|")
+    print(HEADER.format("gain bound dB, context s"))
     for bound, ctx in ((3.0, 0.5), (4.5, 0.5), (6.0, 0.25), (6.0, 0.5), (6.0, 1.0), (9.0, 0.5)):
         edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound, ctx
-        r = score(cs)
-        print(f"| {bound} | {ctx} | {r['jump']:.3f} | {r['flux']:.3f} | {r['l1']:.3f} | {r['level']:.2f} |", flush=True)
+        print(_row(f"{bound}, {ctx}", score(cs)), flush=True)
     edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound0, ctx0
-    print("\n| refine strength (seams) | seam jump dB | seam flux | log-mel L1 | abs level err dB |\n|---|---|---|---|---|")
-    for k in (float(v) for v in args.strengths.split(",") if v.strip()):
-        r = score(cs, rendered(k))
-        print(f"| {k:g} | {r['jump']:.3f} | {r['flux']:.3f} | {r['l1']:.3f} | {r['level']:.2f} |", flush=True)
+    strengths = [float(v) for v in args.strengths.split(",") if v.strip()]
+    for task, task_cases in (("infill", cs), ("regenerate", cases(windows, silence_gap=False))):
+        print("\n" + HEADER.format(f"{task}: refine strength (seams)"))
+        results = {k: score(task_cases, rendered(k, task)) for k in strengths}
+        for k, r in results.items():
+            print(_row(f"{k:g}", r), flush=True)
+        if 0.0 in results:
+            for k, r in results.items():
+                if k != 0.0:
+                    print(f"- {task}, {k:g} minus 0, paired: {_paired(r, results[0.0])}")
 
 
 if __name__ == "__main__":
