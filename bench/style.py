@@ -259,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--music-references", type=int, default=0,
                     help="with --references-only: instead of the presets' synthetic clips, this many 10 s "
                          "excerpts of training-split tracks (real music, none of it held out) as references")
+    ap.add_argument("--presets", default=",".join(STYLES), help="comma-separated style presets to measure")
     args = ap.parse_args(argv)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     torch.set_num_threads(args.threads)
     embedder = load_embedder("dsp")
     clips = held_out(args.data, args.clips, args.clip_s)
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
           "onset corr (min) | distance to ref (moved) | s per s |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     results = []
-    for name in ([] if args.only_track else STYLES):
+    for name in ([] if args.only_track else presets):
         strengths = [float(load_preset(name).settings.get("strength", 1.0))] if args.shipped else args.strengths
         for s in strengths:
             for it in args.texture:
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(line(results[-1]), flush=True)
     levels = [] if args.only_track else [r for r in args.refine if r > 0]
     if levels:
-        for name in STYLES:
+        for name in presets:
             chain = measure(name, clips[:args.refine_clips], embedder, strength=1.0, texture_iterations=0)
             results.append(chain)
             print(line(chain) + " (the refined clips, chain only)", flush=True)

@@ -1,7 +1,8 @@
 """Style effect chains: validated pedalboard chains that a style preset scales with `strength`.
 
 A style preset does most of its audible work with real, deterministic DSP: a
-chain of pedalboard plugins written in the preset's TOML as `[[chain]]` tables,
+chain of pedalboard plugins (and `Crackle`, a record's surface noise, which is
+ours) written in the preset's TOML as `[[chain]]` tables,
 with pedalboard's own parameter names (units in the names: `cutoff_frequency_hz`,
 `gain_db`, `attack_ms`, `delay_seconds`). Every parameter is checked on load
 against the table below: an unknown effect, an unknown parameter, a parameter
@@ -90,7 +91,12 @@ EFFECTS: dict[str, dict[str, ParamSpec]] = {
     "Phaser": {"rate_hz": ParamSpec(0.01, 20.0), "depth": ParamSpec(0.0, 1.0, 0.0),
                "centre_frequency_hz": ParamSpec(**_FREQ), "feedback": ParamSpec(-0.95, 0.95, 0.0),
                "mix": ParamSpec(0.0, 1.0, 0.0)},
+    # Ours, not pedalboard's (see `crackle`): levels are relative to the audio's RMS where the
+    # effect sits in the chain, and strength scales their amplitude (see EffectSpec.scaled).
+    "Crackle": {"hiss_db": ParamSpec(-90.0, -10.0), "crackle_db": ParamSpec(-90.0, 0.0),
+                "clicks_per_second": ParamSpec(0.0, 200.0), "seed": ParamSpec(0.0, 2.0 ** 31)},
 }
+OWN_EFFECTS = ("Crackle",)   # run in numpy between pedalboard's plugins
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,11 @@ class EffectSpec:
         out = {k: spec[k].scaled(v, strength, sample_rate) for k, v in self.params}
         if self.effect == "Resample":   # never "resample" above the audio's own rate
             out["target_sample_rate"] = min(out["target_sample_rate"], float(sample_rate))
+        if self.effect == "Crackle":    # "half as much" noise is half the amplitude (-6 dB), not half the dB
+            lift = 20.0 * math.log10(max(min(strength, 1.0), 1e-9))
+            for k in ("hiss_db", "crackle_db"):
+                if k in out:
+                    out[k] += lift
         return out
 
     def describe(self) -> str:
@@ -223,6 +234,57 @@ def build_board(effects: tuple[EffectSpec, ...], strength: float, sample_rate: i
     return pedalboard.Pedalboard(plugins)
 
 
+def crackle(audio: np.ndarray, sample_rate: int, *, hiss_db: float = -90.0, crackle_db: float = -90.0,
+            clicks_per_second: float = 0.0, seed: float = 0.0) -> np.ndarray:
+    """A record's surface noise added to (channels, n) audio: a steady hiss and sparse clicks.
+
+    Levels are relative to the audio's own RMS (the hiss's RMS, the loudest click's
+    peak), so a quiet master gets quiet noise. The clicks fall at random times
+    (`clicks_per_second` on average), the same in every channel as a groove's dust is,
+    each a burst under a millisecond with a heavy-tailed amplitude; the hiss is white
+    and independent per channel. Seeded, so a render reproduces.
+    """
+    x = np.asarray(audio, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    if x.size == 0 or rms <= 1e-9:
+        return x.copy()
+    rng = np.random.default_rng(int(seed))
+    channels, n = x.shape
+    hiss = rng.standard_normal((channels, n)) * rms * 10.0 ** (hiss_db / 20.0)
+    clicks = np.zeros(n)
+    count = rng.poisson(clicks_per_second * n / sample_rate) if clicks_per_second > 0 else 0
+    if count:
+        at = rng.integers(0, n, count)
+        amp = rng.pareto(3.0, count) + 1.0
+        amp *= rng.choice([-1.0, 1.0], count) / amp.max()
+        np.add.at(clicks, at, amp)
+        burst = np.exp(-np.arange(max(2, int(0.0004 * sample_rate))) / (0.00012 * sample_rate))
+        clicks = np.convolve(clicks, burst * np.sign(rng.standard_normal(len(burst))), mode="full")[:n]
+        clicks *= rms * 10.0 ** (crackle_db / 20.0) / (np.max(np.abs(clicks)) + 1e-12)
+    return (x + hiss + clicks[None, :]).astype(np.float32)
+
+
+def _run_chain(effects: tuple[EffectSpec, ...], x: np.ndarray, sample_rate: int, strength: float) -> np.ndarray:
+    """Pedalboard's plugins in runs, with this module's own effects between them, in chain order."""
+    run: list[EffectSpec] = []
+    for e in effects + (None,):
+        if e is not None and e.effect not in OWN_EFFECTS:
+            run.append(e)
+            continue
+        if run:
+            y = build_board(tuple(run), strength, sample_rate)(np.ascontiguousarray(x, np.float32), sample_rate)
+            x = _same_length(y, x.shape[1])
+            run = []
+        if e is not None:
+            x = crackle(x, sample_rate, **e.scaled(strength, sample_rate))
+    return x
+
+
+def _same_length(y: np.ndarray, n: int) -> np.ndarray:
+    y = np.nan_to_num(y[:, :n], nan=0.0, posinf=0.0, neginf=0.0)
+    return np.pad(y, ((0, 0), (0, n - y.shape[1]))) if y.shape[1] < n else y
+
+
 def apply_chain(effects: tuple[EffectSpec, ...], audio: np.ndarray, sample_rate: int, strength: float = 1.0,
                 *, keep_loudness: bool = True) -> np.ndarray:
     """Run the chain on (channels, n) audio; same shape out, loudness matched to the input by default.
@@ -233,10 +295,7 @@ def apply_chain(effects: tuple[EffectSpec, ...], audio: np.ndarray, sample_rate:
     x = np.ascontiguousarray(audio, dtype=np.float32)
     if not effects or strength <= 0.0:
         return x.copy()
-    y = build_board(effects, min(float(strength), 1.0), sample_rate)(x, sample_rate)
-    y = np.nan_to_num(y[:, : x.shape[1]], nan=0.0, posinf=0.0, neginf=0.0)
-    if y.shape[1] < x.shape[1]:
-        y = np.pad(y, ((0, 0), (0, x.shape[1] - y.shape[1])))
+    y = _run_chain(effects, x, sample_rate, min(float(strength), 1.0))
     if keep_loudness:
         y = match_loudness(y, sample_rate, integrated_lufs(x, sample_rate))
     return y.astype(np.float32)

@@ -140,3 +140,69 @@ def test_loudness_match_reaches_the_target_without_clipping():
     assert E.integrated_lufs(y, 44100) == pytest.approx(E.integrated_lufs(x, 44100) - 6.0, abs=0.05)
     loud = E.match_loudness(x, 44100, 0.0)
     assert np.max(np.abs(loud)) <= E.PEAK_CEILING + 1e-6
+
+
+def _tone(rate: int = 44100, seconds: float = 2.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 220.0 * t)
+    return np.stack([x, x]).astype(np.float32)
+
+
+def _db(x: np.ndarray) -> float:
+    return 10 * np.log10(float(np.mean(x.astype(np.float64) ** 2)))
+
+
+def test_crackle_adds_hiss_at_its_level_under_the_music_and_is_reproducible():
+    x = _tone()
+    spec = E.parse_effect({"effect": "Crackle", "hiss_db": -30.0, "crackle_db": -90.0, "clicks_per_second": 0.0},
+                          "test")
+    y = E.apply_chain((spec,), x, 44100, 1.0, keep_loudness=False)
+    assert _db(y - x) - _db(x) == pytest.approx(-30.0, abs=0.2)
+    assert np.array_equal(y, E.apply_chain((spec,), x, 44100, 1.0, keep_loudness=False))   # seeded
+    # Strength scales the noise's amplitude: half strength is 6 dB quieter, zero is the identity.
+    half = E.apply_chain((spec,), x, 44100, 0.5, keep_loudness=False)
+    assert _db(half - x) - _db(x) == pytest.approx(-36.0, abs=0.2)
+    assert np.array_equal(E.apply_chain((spec,), x, 44100, 0.0, keep_loudness=False), x)
+
+
+def test_crackle_clicks_are_sparse_bursts_shared_by_both_channels():
+    x = _tone()
+    spec = E.parse_effect({"effect": "Crackle", "hiss_db": -90.0, "crackle_db": -6.0, "clicks_per_second": 10.0},
+                          "test")
+    noise = E.apply_chain((spec,), x, 44100, 1.0, keep_loudness=False) - x
+    rms = np.sqrt(np.mean(x ** 2))
+    assert np.max(np.abs(noise)) == pytest.approx(rms * 10 ** (-6 / 20), rel=0.02)   # the loudest click's peak
+    assert np.mean(np.abs(noise[0]) > 0.01 * rms) < 0.05                              # silence between clicks
+    assert np.corrcoef(noise[0], noise[1])[0, 1] > 0.99
+
+
+def test_crackle_on_silence_adds_nothing():
+    spec = E.parse_effect({"effect": "Crackle", "hiss_db": -20.0, "crackle_db": -6.0, "clicks_per_second": 50.0},
+                          "test")
+    silence = np.zeros((2, 44100), np.float32)
+    assert np.array_equal(E.apply_chain((spec,), silence, 44100, 1.0, keep_loudness=False), silence)
+
+
+def test_crackle_runs_between_pedalboard_plugins_in_chain_order():
+    lowpass = E.parse_effect({"effect": "LowpassFilter", "cutoff_frequency_hz": 1000.0}, "test")
+    spec = E.parse_effect({"effect": "Crackle", "hiss_db": -20.0}, "test")
+    x = _tone()
+
+    def hf_db(y):
+        mag = np.abs(np.fft.rfft(y[0] - y[0].mean()))
+        f = np.fft.rfftfreq(y.shape[1], 1 / 44100)
+        return 10 * np.log10(np.sum(mag[f > 8000] ** 2) / np.sum(mag ** 2))
+
+    filtered_after = E.apply_chain((spec, lowpass), x, 44100, 1.0, keep_loudness=False)
+    hiss_last = E.apply_chain((lowpass, spec), x, 44100, 1.0, keep_loudness=False)
+    assert hf_db(hiss_last) > hf_db(filtered_after) + 10      # the hiss filtered only when it came first
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"effect": "Crackle", "hiss_db": 0.0}, r"hiss_db = 0.0 is out of range \[-90, -10\]"),
+    ({"effect": "Crackle", "clicks_per_second": 500.0}, r"clicks_per_second = 500.0 is out of range \[0, 200\]"),
+    ({"effect": "Crackle", "hiss_level": -40.0}, "Crackle has no parameter 'hiss_level'"),
+])
+def test_a_bad_crackle_is_refused(entry, message):
+    with pytest.raises(PresetError, match=message):
+        E.parse_effect(entry, "x.toml: chain[0]")
