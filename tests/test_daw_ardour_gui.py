@@ -34,8 +34,34 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from support.daw_support import DAW_SCRIPTS
-from support.daw_support import serve  # noqa: F401  (a pytest fixture, used by name)
+from support.daw_support import DAW_SCRIPTS, ServeProcess
+
+# The built-in engine's default infill is the retrieval prior alone: it finishes in well under a
+# second, too soon to cancel by hand. A producer's own task preset that has the model polish the
+# seams makes a render long enough (1000 steps) to press Cancel in.
+SLOW_PRESET = "infill-polished"
+SLOW_PRESET_TOML = f"""name = "{SLOW_PRESET}"
+kind = "task"
+task = "infill"
+description = "The prior, with the model regenerating around its seams."
+
+[settings]
+refine_strength = 0.1
+refine_span = "seams"
+"""
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    """One daemon for the module, allowed to read every test's files, that also sees a user preset folder."""
+    root = tmp_path_factory.mktemp("serve")
+    presets = root / "user-presets"
+    presets.mkdir()
+    (presets / f"{SLOW_PRESET}.toml").write_text(SLOW_PRESET_TOML)
+    d = ServeProcess(root, allow_root=Path(str(tmp_path_factory.getbasetemp())),
+                     extra_env={"SEGUE_PRESETS": str(presets)})
+    yield d
+    d.stop()
 
 TOOLS = ("ardour", "ardour7-lua", "Xvfb", "xdotool", "xwd")
 pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
@@ -309,8 +335,9 @@ def loop_gui(tmp_path, serve):
     yield from open_gui(session, tmp_path, serve)
 
 
-def run_action(gui: Gui, steps: int, tl: Timeline, span_s: tuple[float, float] = (4.0, 5.5)) -> Geometry:
-    """Range `span_s` on the Source track, trigger the action, set the steps, OK; returns the dialog's geometry.
+def run_action(gui: Gui, steps: int, tl: Timeline, span_s: tuple[float, float] = (4.0, 5.5),
+               preset: str = "") -> Geometry:
+    """Range `span_s` on the Source track, trigger the action, set the preset and steps, OK; returns the dialog.
 
     The dialog opens with the Preset entry focused (the Task dropdown takes no keyboard focus); Tab
     moves to Steps, typing replaces its text; two Shift+Tabs go back past Preset and wrap round to
@@ -320,6 +347,8 @@ def run_action(gui: Gui, steps: int, tl: Timeline, span_s: tuple[float, float] =
     gui.action("LuaAction/script-1")
     dialog = gui.window("^Segue$", 30)
     assert dialog, "the script's dialog did not open"
+    if preset:
+        gui.xdo("type", preset)
     gui.key("Tab", into=dialog)
     gui.xdo("key", "ctrl+a")
     gui.xdo("type", str(steps))
@@ -366,7 +395,7 @@ def test_the_editor_action_renders_places_undoes_and_cancels_in_the_real_gui(gui
 
     # Cancel in the progress window: the daemon cancels the job, nothing is placed
     done_before = len(job_states(serve))
-    run_action(gui, steps=1000, tl=tl)
+    run_action(gui, steps=1000, tl=tl, preset=SLOW_PRESET)
     assert gui.window("^Segue infill$", 60), "no progress window"
     # the window is drawn (and its Cancel button can take a click) once progress lines arrive
     wait_for(lambda: ("running", None) in job_states(serve)[done_before:], 60, "the job to start")

@@ -227,3 +227,15 @@ def test_the_documented_format_lists_every_setting_and_validates():
     assert set(example["settings"]) == set(P._SETTINGS)
     for key, value in example["settings"].items():
         P._check_setting(key, value, lambda msg: PresetError(msg))
+
+
+def test_a_task_preset_can_ask_for_the_models_refinement(tmp_presets):
+    """The built-in engine ships the prior unrefined; a producer's preset can have the model polish its seams."""
+    write(tmp_presets, "polished", 'name = "polished"\nkind = "task"\ntask = "infill"\n[settings]\n'
+          'refine_strength = 0.2\nrefine_span = "gap"\nprior = "similarity"\n')
+    req = request_from_mapping(P.apply_preset({"task": "infill", "audio": ["song.wav"], "start_s": 1.0,
+                                               "end_s": 2.0}, "polished"))
+    assert (req.refine_strength, req.refine_span, req.prior) == (0.2, "gap", "similarity")
+    write(tmp_presets, "bad", 'name = "bad"\nkind = "task"\ntask = "infill"\n[settings]\nrefine_strength = 2.0\n')
+    with pytest.raises(PresetError, match="refine_strength"):
+        P.load_preset("bad")

@@ -21,14 +21,15 @@ DAW_SCRIPTS = ROOT / "daw_scripts"
 class ServeProcess:
     """`python -m bridge.serve` on ephemeral loopback ports, as a DAW user would run `segue serve`."""
 
-    def __init__(self, root: Path, *, allow_root: Path) -> None:
+    def __init__(self, root: Path, *, allow_root: Path, extra_env: Optional[dict] = None) -> None:
         self.root = root
         self.ready = root / "ready.json"
         self.log = root / "daemon.log"
         cmd = [sys.executable, "-m", "bridge.serve", "--zmq", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
                "--osc-port", "-1", "--state-dir", str(root / "state"), "--output-dir", str(root / "renders"),
                "--allow-root", str(allow_root), "--device", "cpu", "--threads", "1", "--ready-file", str(self.ready)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   **(extra_env or {}))
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
