@@ -14,7 +14,7 @@ itself can see:
   positions (A's track at the first edge, B's at the second): the part of the seam
   flux the edit adds is the difference.
 
-    python bench/transition_diagnostics.py [--windows 16] [--json out.json]
+    python bench/transition_diagnostics.py [--windows 16] [--split test|train] [--json out.json]
 """
 from __future__ import annotations
 
@@ -71,8 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--split", choices=("test", "train"), default="test",
+                    help="test: bench/quality.py's held-out windows; train: one window per training group")
     args = ap.parse_args(argv)
-    ws = Q.held_out_windows(args.data, args.windows)
+    if args.split == "train":
+        from tune_continuation_junction import training_windows
+
+        ws = training_windows(args.data, args.windows)
+    else:
+        ws = Q.held_out_windows(args.data, args.windows)
     pairs = Q.transition_pairs(ws)
     rows = []
     print("| A -> B | A BPM (metric's) | B BPM -> stretched (factor) | shift ms | beat offset ms | floor ms |")
