@@ -87,7 +87,6 @@ def _prior_choices(request: RenderRequest, model: Model) -> tuple[str, Optional[
     prior = request.prior or getattr(model, "default_prior", "none")
     strength = request.refine_strength
     if strength is None:
-        by_task = getattr(model, "refine_strength_by_task", {}) or {}
-        strength = by_task.get(request.task, getattr(model, "default_refine_strength", None))
+        strength = getattr(model, "default_refine_strength", None)
     span = request.refine_span or getattr(model, "default_refine_span", None)
     return prior, strength, span

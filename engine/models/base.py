@@ -31,7 +31,6 @@ class Model:
     default_prior: str = "none"
     default_refine_strength: Optional[float] = None
     default_refine_span: Optional[str] = None
-    refine_strength_by_task: dict = field(default_factory=dict)   # measured exceptions, e.g. {"transition": 0.0}
     # What a prior that finds nothing falls back to: "generative" (the model generates the
     # region) or "crossfade" (for a model that cannot generate music on its own).
     prior_fallback: str = "generative"

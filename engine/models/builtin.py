@@ -25,8 +25,8 @@ TRAIN_COMMAND = ("scripts/fetch_corpus.sh data && python -m engine.training.corp
 # Measured with bench/quality.py (see BENCHMARKS.md); xi for the "fixed" step mode.
 DEFAULT_GUIDANCE_SCALE = 3e-2
 DEFAULT_STEPS = 32
-# The retrieval prior does the musical work; the model refines it (BENCHMARKS.md, "Quality of the
-# default engine").
+# The retrieval prior does the musical work; the model refines it only when asked (BENCHMARKS.md,
+# "Quality of the default engine").
 DEFAULT_PRIOR = "similarity"
 # The prior ships unrefined for every task: on the training split (bench/tune_infill.py), re-noising
 # the seams at 0.1 cost infill and regenerate log-mel L1 (+0.0018 +- 0.0008 each, worse on 17 and 18
@@ -35,7 +35,6 @@ DEFAULT_PRIOR = "similarity"
 # continuation's jumps roughened its seams (flux 0.81 -> 0.87). `--refine-strength` still asks for it.
 DEFAULT_REFINE_STRENGTH = 0.0
 DEFAULT_REFINE_SPAN = "seams"
-REFINE_STRENGTH_BY_TASK: dict = {}
 
 
 def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
@@ -64,7 +63,6 @@ def load_builtin(weights_dir: Optional[Path | str] = None) -> Model:
                  default_guidance_scale=DEFAULT_GUIDANCE_SCALE, default_steps=DEFAULT_STEPS,
                  default_prior=DEFAULT_PRIOR, default_refine_strength=DEFAULT_REFINE_STRENGTH,
                  default_refine_span=DEFAULT_REFINE_SPAN, prior_fallback="crossfade",
-                 refine_strength_by_task=dict(REFINE_STRENGTH_BY_TASK),
                  refiner=lambda d: JensenCapped(d, bins=transform.bins),
                  info={"weights": str(weights), "training": meta.get("training", {}),
                        "parameters": sum(p.numel() for p in net.parameters())})
