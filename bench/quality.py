@@ -120,11 +120,28 @@ def held_out_windows(data_dir: Path, n: int, only: tuple[str, ...] = ()) -> list
     tracks = [t for t in load_index(corpus) if t.split == "test" and t.duration_s >= 3 * WIN_S
               and (not only or t.name in only)]
     pcm = load_split(corpus, "test")
-    out = []
-    for t in tracks[:n]:
-        start = int(0.3 * t.frames)
-        audio = np.asarray(pcm[t.offset + start:t.offset + start + int(WIN_S * RATE)], dtype=np.float32).T / 32768.0
-        out.append(Window(t.name, t.group, pcm, t.offset, t.frames, audio.copy(), start))
+    return [_window(pcm, t) for t in tracks[:n]]
+
+
+def _window(pcm: np.ndarray, t) -> Window:
+    """Track `t`'s scored window: WIN_S seconds from 30 % into it."""
+    start = int(0.3 * t.frames)
+    audio = np.asarray(pcm[t.offset + start:t.offset + start + int(WIN_S * RATE)], dtype=np.float32).T / 32768.0
+    return Window(t.name, t.group, pcm, t.offset, t.frames, audio.copy(), start)
+
+
+def training_windows(data_dir: Path, n: int, min_s: float = 40.0) -> list[Window]:
+    """The same window of the first track of each TRAINING group (at least `min_s` long): for choosing settings."""
+    corpus = data_dir / "corpus"
+    pcm = load_split(corpus, "train")
+    seen, out = set(), []
+    for t in load_index(corpus):
+        if t.split != "train" or t.duration_s < min_s or t.group in seen:
+            continue
+        seen.add(t.group)
+        out.append(_window(pcm, t))
+        if len(out) == n:
+            break
     return out
 
 

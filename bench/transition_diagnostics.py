@@ -74,12 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", choices=("test", "train"), default="test",
                     help="test: bench/quality.py's held-out windows; train: one window per training group")
     args = ap.parse_args(argv)
-    if args.split == "train":
-        from tune_continuation_junction import training_windows
-
-        ws = training_windows(args.data, args.windows)
-    else:
-        ws = Q.held_out_windows(args.data, args.windows)
+    windows = Q.training_windows if args.split == "train" else Q.held_out_windows
+    ws = windows(args.data, args.windows)
     pairs = Q.transition_pairs(ws)
     rows = []
     print("| A -> B | A BPM (metric's) | B BPM -> stretched (factor) | shift ms | beat offset ms | floor ms |")

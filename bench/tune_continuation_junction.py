@@ -29,23 +29,6 @@ RATE = Q.RATE
 s = Q.s
 
 
-def training_windows(data: Path, n: int, min_s: float = 40.0) -> list[Q.Window]:
-    """One 6 s window 30 % into the first track of each training group (at least `min_s` long)."""
-    corpus = data / "corpus"
-    pcm = Q.load_split(corpus, "train")
-    seen, out = set(), []
-    for t in Q.load_index(corpus):
-        if t.split != "train" or t.duration_s < min_s or t.group in seen:
-            continue
-        seen.add(t.group)
-        start = int(0.3 * t.frames)
-        audio = np.asarray(pcm[t.offset + start:t.offset + start + s(Q.WIN_S)], dtype=np.float32).T / 32768.0
-        out.append(Q.Window(t.name, t.group, pcm, t.offset, t.frames, audio.copy(), start))
-        if len(out) == n:
-            break
-    return out
-
-
 def score(cases: list[tuple[Q.Window, np.ndarray, list]]) -> tuple[float, float]:
     """(mean log-mel L1 of the continuation, mean seam flux at the cut) with the module's current settings."""
     l1, flux = [], []
@@ -64,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--windows", type=int, default=24)
     args = ap.parse_args(argv)
-    ws = training_windows(args.data, args.windows)
+    ws = Q.training_windows(args.data, args.windows)
     cut = s(Q.CONT_CTX_S)
     cases = []
     for w in ws:

@@ -24,9 +24,7 @@ from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
 from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity, waveform_correlation  # noqa: E402
-from engine.request import PCMAudio, RenderRequest  # noqa: E402
-from engine.render import render_audio  # noqa: E402
-from tune_continuation_junction import training_windows  # noqa: E402
+from engine.request import PCMAudio  # noqa: E402
 
 RATE = Q.RATE
 s = Q.s
@@ -51,14 +49,19 @@ def prior_alone(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray | N
     return timeline
 
 
+# bench/quality.py's engine settings at their defaults (its --steps, --seed, --xi, ... unset)
+ENGINE_ARGS = argparse.Namespace(steps=None, seed=0, xi=None, model="builtin", step_mode=None, sampler="ddim")
+
+
 def rendered(strength: float, task: str = "infill"):
-    """The shipped render path at refine_strength `strength` (seams), as `score` expects."""
+    """The shipped render path at refine_strength `strength` (seams), through bench/quality.py's own call."""
+    method = Q.EngineMethod(f"k={strength:g} seams", "similarity", strength, "seams")
+
     def run(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray:
         a, b = s(Q.GAP[0]), s(Q.GAP[1])
-        req = RenderRequest(task=task, audio=(PCMAudio(track, RATE),), start_s=(w.start + a) / RATE,
-                            end_s=(w.start + b) / RATE, span="full", seam_ms=Q.SEAM_MS, context_s=2.0,
-                            prior="similarity", refine_strength=strength, refine_span="seams")
-        return render_audio(req).audio
+        audio, _ = Q._render(method, ENGINE_ARGS, task=task, audio=(PCMAudio(track, RATE),),
+                             start_s=(w.start + a) / RATE, end_s=(w.start + b) / RATE, context_s=2.0)
+        return audio
     return run
 
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--windows", type=int, default=24)
     ap.add_argument("--strengths", default="0,0.1,0.2,0.3", help="refine_strength values for the refinement tables")
     args = ap.parse_args(argv)
-    windows = training_windows(args.data, args.windows)
+    windows = Q.training_windows(args.data, args.windows)
     cs = cases(windows)
     print(f"{len(cs)} training windows")
     bound0, ctx0 = edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S
