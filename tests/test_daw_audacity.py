@@ -279,6 +279,21 @@ def _overlapping_loops(tmp_path, case: str) -> np.ndarray:
     return b
 
 
+def assert_b_plays_on_then_undo(tmp_path: Path, b: np.ndarray, clip_end_s: float, b_at_s: float) -> None:
+    """After the clip (ending at `clip_end_s`), the play-through track sounds B's track from `b_at_s`, sample
+    for sample; then one Undo takes back the track and the mutes together."""
+    with AudacityPipe() as pipe:
+        through = export_track(pipe, 2, 16.0, tmp_path / "through.wav")
+    n = int(1.5 * RATE)
+    got = through[0, int(round(clip_end_s * RATE)) + 480:][:n]
+    want = b[0, int(round(b_at_s * RATE)) + 480:][:n]
+    lag, corr = best_lag(want, got, max_lag=20)
+    assert abs(lag) <= 2 and corr > 0.999, (lag, corr)
+    with AudacityPipe() as pipe:
+        pipe.command("Undo")
+        assert len(pipe.info("Tracks")) == 2
+
+
 @pytest.mark.parametrize("case", ["moved", "stretched"])
 def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_ends(tmp_path, audacity, serve,
                                                                                       case):
@@ -295,20 +310,9 @@ def test_when_the_engine_moves_the_joins_b_continues_where_the_clips_b_material_
     if case == "stretched":
         assert abs(side["prior"]["stretch_factor"] - 1.2) < 0.03
     assert tr["position_s"] == pytest.approx(1.5 + side["offset_s"], abs=1e-6)
-    x1 = tr["position_s"] + side["duration_s"]
-    with AudacityPipe() as pipe:
-        through = export_track(pipe, 2, 16.0, tmp_path / "through.wav")
     # after the clip, the play-through track is B's track from where the clip's B material ended
     at = 5.5 + b_at_clip_end_s(side)            # on B's track (before the edit), in seconds
-    n = int(1.5 * RATE)
-    got = through[0, int(round(x1 * RATE)) + 480:][:n]
-    want = b[0, int(round(at * RATE)) + 480:][:n]
-    lag, corr = best_lag(want, got, max_lag=20)
-    assert abs(lag) <= 2 and corr > 0.999, (lag, corr)
-    # one Undo takes back the track and the mutes together
-    with AudacityPipe() as pipe:
-        pipe.command("Undo")
-        assert len(pipe.info("Tracks")) == 2
+    assert_b_plays_on_then_undo(tmp_path, b, tr["position_s"] + side["duration_s"], at)
 
 
 def test_keep_joins_holds_the_requested_joins_so_b_stays_where_it_was(tmp_path, audacity, serve):
@@ -331,15 +335,6 @@ def test_keep_joins_holds_the_requested_joins_so_b_stays_where_it_was(tmp_path, 
     assert abs(side["prior"]["segments"][1]["source_start_s"] - 2.5) < 1e-3
     assert not engine_moved(side, 6.5, 2.5)
     assert tr["position_s"] == pytest.approx(8.0 - 1.25, abs=1e-6)     # the crossfade centred on the join
-    x1 = tr["position_s"] + side["duration_s"]
-    with AudacityPipe() as pipe:
-        through = export_track(pipe, 2, 16.0, tmp_path / "through.wav")
     # after the clip, the play-through track is B's track at the same times: B stayed where it was
-    n = int(1.5 * RATE)
-    got = through[0, int(round(x1 * RATE)) + 480:][:n]
-    want = b[0, int(round(x1 * RATE)) + 480:][:n]
-    lag, corr = best_lag(want, got, max_lag=20)
-    assert abs(lag) <= 2 and corr > 0.999, (lag, corr)
-    with AudacityPipe() as pipe:
-        pipe.command("Undo")
-        assert len(pipe.info("Tracks")) == 2
+    x1 = tr["position_s"] + side["duration_s"]
+    assert_b_plays_on_then_undo(tmp_path, b, x1, x1)
