@@ -6,7 +6,7 @@
 the prior alone (no model) on one window per training group, with `bench/quality.py`'s
 infill geometry (the middle 2 s of a 6 s window, its interior silenced, the whole track
 as input): seam level jump and flux at both edges, log-mel L1 and |level error| of the
-gap. A second table runs the whole render path (prior + the built-in model regenerating
+gap, beside the naive similarity copy (the benchmark's floor). A second table runs the whole render path (prior + the built-in model regenerating
 the zones around the seams, `refine_strength` k) on the same windows, k = 0 being the prior
 alone. `bench/quality.py` then reports the chosen settings on the held-out music.
 
@@ -24,6 +24,7 @@ from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common
 import quality as Q  # noqa: E402
 import engine.prior.edits as edits  # noqa: E402
 from engine.metrics import level_error_db, multires_log_mel_l1, seam_continuity, waveform_correlation  # noqa: E402
+from engine.regions import splice  # noqa: E402
 from engine.request import PCMAudio  # noqa: E402
 
 RATE = Q.RATE
@@ -47,6 +48,17 @@ def prior_alone(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray | N
     a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
     timeline, _ = edits.infill_prior(sources, w.start + a, w.start + b, context_s=2.0, seam=seam)
     return timeline
+
+
+def similarity_copy(w: Q.Window, track: np.ndarray, sources: list) -> np.ndarray:
+    """bench/quality.py's floor, the naive similarity copy, spliced into the track as `score` expects."""
+    a, b, seam = s(Q.GAP[0]), s(Q.GAP[1]), s(Q.SEAM_MS / 1000)
+    gen = w.audio.copy()
+    gen[:, a:b] = Q.similarity_fill(w, a, b, need_after=True)
+    full = track.copy()
+    full[:, w.start:w.start + w.audio.shape[1]] = w.audio
+    full[:, w.start + a:w.start + b] = splice(w.audio, gen, a, b, seam)
+    return full
 
 
 # bench/quality.py's engine settings at their defaults (its --steps, --seed, --xi, ... unset)
@@ -114,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
         edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound, ctx
         print(_row(f"{bound}, {ctx}", score(cs)), flush=True)
     edits.MAX_LEVEL_GAIN_DB, edits.LEVEL_CONTEXT_S = bound0, ctx0
+    shipped, copy = score(cs), score(cs, similarity_copy)
+    print(_row("the similarity copy (the floor)", copy))
+    print(f"- the prior as shipped minus the copy, paired: {_paired(shipped, copy)}")
     strengths = [float(v) for v in args.strengths.split(",") if v.strip()]
     for task, task_cases in (("infill", cs), ("regenerate", cases(windows, silence_gap=False))):
         print("\n" + HEADER.format(f"{task}: refine strength (seams)"))
