@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     render_audio(req, model=model)  # warm-up (allocations, oneDNN kernels)
     times = []
     for _ in range(args.repeats):
-        edits._CACHE.clear()   # "analysis included": a daemon remembers an analysis by content; this run may not
+        edits.clear_analysis_cache()   # "analysis included": a daemon remembers an analysis by content; this run may not
         t0 = time.perf_counter()
         render_audio(req, model=model)
         times.append(time.perf_counter() - t0)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- infill {gap:g} s gap in a {CLIP_S:g} s clip, analysis included: best {best:.2f} s of {args.repeats} "
           f"(all: {', '.join(f'{t:.2f}' for t in times)}), real-time factor {best / gap:.2f}")
     if args.continue_s > 0:
-        edits._CACHE.clear()
+        edits.clear_analysis_cache()
         creq = RenderRequest(task="continue", audio=(PCMAudio(audio, RATE),), duration_s=args.continue_s,
                              span="region", steps=args.steps, model=args.model, seed=0)
         t0 = time.perf_counter()

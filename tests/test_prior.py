@@ -353,3 +353,14 @@ def test_a_continuation_jump_prefers_the_landing_whose_sound_goes_on_like_the_st
     far = [(Candidate(0, 0, score=1.00, typical=2.0), half), (Candidate(1, 0, score=2.00, typical=2.0), half)]
     assert _rank_by_junction(far, stream, [into_noise, on_tone], RATE)[0][0].source == 0, \
         "a clearly better musical match is not traded for a smoother junction"
+
+
+def test_analyses_are_remembered_by_content_until_the_cache_is_cleared():
+    from engine.prior.edits import cached_analysis, clear_analysis_cache
+
+    audio = drum_loop(120.0, 6.0)
+    first = cached_analysis(audio, RATE)
+    assert cached_analysis(audio.copy(), RATE) is first      # same samples, same analysis
+    clear_analysis_cache()
+    again = cached_analysis(audio, RATE)
+    assert again is not first and again.tempo_bpm == first.tempo_bpm

@@ -95,6 +95,12 @@ def cached_analysis(audio: np.ndarray, rate: int, *, bpm: Optional[float] = None
     return an
 
 
+def clear_analysis_cache() -> None:
+    """Forget every remembered analysis (a benchmark that times the analysis itself needs this)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def make_sources(names: Sequence[str], audios: Sequence[np.ndarray], rate: int, *, bpm: Optional[float] = None,
                  beat_offset_s: Optional[float] = None) -> list[Source]:
     """Analyse each input once; the DAW's tempo hint applies to the first (the edited clip)."""
@@ -578,5 +584,6 @@ def seam_mask(length: int, seams: Sequence[int], half_width: int) -> np.ndarray:
     return keep
 
 
-__all__ = ["Candidate", "PriorInfo", "Source", "continuation_prior", "infill_prior", "make_sources", "seam_mask",
+__all__ = ["Candidate", "PriorInfo", "Source", "clear_analysis_cache", "continuation_prior", "infill_prior",
+           "make_sources", "seam_mask",
            "tempo_match", "transition_prior"]
