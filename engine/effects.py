@@ -14,7 +14,8 @@ filtered copy with the dry signal comb-filters, because IIR filters shift phase)
 every parameter that has a *neutral* value (the value at which the effect does
 nothing: 0 dB gain, ratio 1, wet level 0, a low-pass at 20 kHz) moves from
 that neutral value toward the preset's value in proportion to strength;
-frequencies move on a log scale. Shape parameters without a neutral value
+frequencies move on a log scale; a level added to the audio (`Crackle`'s `hiss_db`) has its
+amplitude scaled, so half strength is 6 dB quieter. Shape parameters without a neutral value
 (`room_size`, `attack_ms`, `q`) stay as written. So strength 0 is the identity,
 1 is the chain as written, and 0.5 is "half as much of each move".
 
@@ -53,9 +54,14 @@ class ParamSpec:
     hi: float
     neutral: Optional[float | str] = None   # None: a shape parameter, kept as written
     log: bool = False                       # interpolate on a log scale (frequencies)
+    level: bool = False                     # a level in dB whose *amplitude* strength scales (-6 dB at half)
 
     def scaled(self, value: float, strength: float, sample_rate: int) -> float:
-        if self.neutral is None or strength >= 1.0:
+        if strength >= 1.0:
+            return value
+        if self.level:
+            return float(value + 20.0 * math.log10(max(strength, 1e-9)))
+        if self.neutral is None:
             return value
         neutral = float(sample_rate) if self.neutral == NEUTRAL_RATE else float(self.neutral)
         if self.log:
@@ -92,8 +98,8 @@ EFFECTS: dict[str, dict[str, ParamSpec]] = {
                "centre_frequency_hz": ParamSpec(**_FREQ), "feedback": ParamSpec(-0.95, 0.95, 0.0),
                "mix": ParamSpec(0.0, 1.0, 0.0)},
     # Ours, not pedalboard's (see `crackle`): levels are relative to the audio's RMS where the
-    # effect sits in the chain, and strength scales their amplitude (see EffectSpec.scaled).
-    "Crackle": {"hiss_db": ParamSpec(-90.0, -10.0), "crackle_db": ParamSpec(-90.0, 0.0),
+    # effect sits in the chain, and strength scales their amplitude (ParamSpec.level).
+    "Crackle": {"hiss_db": ParamSpec(-90.0, -10.0, level=True), "crackle_db": ParamSpec(-90.0, 0.0, level=True),
                 "clicks_per_second": ParamSpec(0.0, 200.0), "seed": ParamSpec(0.0, 2.0 ** 31)},
 }
 OWN_EFFECTS = ("Crackle",)   # run in numpy between pedalboard's plugins
@@ -111,11 +117,6 @@ class EffectSpec:
         out = {k: spec[k].scaled(v, strength, sample_rate) for k, v in self.params}
         if self.effect == "Resample":   # never "resample" above the audio's own rate
             out["target_sample_rate"] = min(out["target_sample_rate"], float(sample_rate))
-        if self.effect == "Crackle":    # "half as much" noise is half the amplitude (-6 dB), not half the dB
-            lift = 20.0 * math.log10(max(min(strength, 1.0), 1e-9))
-            for k in ("hiss_db", "crackle_db"):
-                if k in out:
-                    out[k] += lift
         return out
 
     def describe(self) -> str:
