@@ -25,6 +25,7 @@ lives in one module; `engine.presets` calls `parse_style_tables`.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -102,7 +103,6 @@ EFFECTS: dict[str, dict[str, ParamSpec]] = {
     "Crackle": {"hiss_db": ParamSpec(-90.0, -10.0, level=True), "crackle_db": ParamSpec(-90.0, 0.0, level=True),
                 "clicks_per_second": ParamSpec(0.0, 200.0), "seed": ParamSpec(0.0, 2.0 ** 31)},
 }
-OWN_EFFECTS = ("Crackle",)   # run in numpy between pedalboard's plugins
 
 
 @dataclass(frozen=True)
@@ -265,19 +265,19 @@ def crackle(audio: np.ndarray, sample_rate: int, *, hiss_db: float = -90.0, crac
     return (x + hiss + clicks[None, :]).astype(np.float32)
 
 
+OWN_EFFECTS = {"Crackle": crackle}   # run in numpy between pedalboard's plugins
+
+
 def _run_chain(effects: tuple[EffectSpec, ...], x: np.ndarray, sample_rate: int, strength: float) -> np.ndarray:
     """Pedalboard's plugins in runs, with this module's own effects between them, in chain order."""
-    run: list[EffectSpec] = []
-    for e in effects + (None,):
-        if e is not None and e.effect not in OWN_EFFECTS:
-            run.append(e)
-            continue
-        if run:
-            y = build_board(tuple(run), strength, sample_rate)(np.ascontiguousarray(x, np.float32), sample_rate)
+    for own, run in itertools.groupby(effects, key=lambda e: e.effect in OWN_EFFECTS):
+        run = tuple(run)
+        if own:
+            for e in run:
+                x = OWN_EFFECTS[e.effect](x, sample_rate, **e.scaled(strength, sample_rate))
+        else:
+            y = build_board(run, strength, sample_rate)(np.ascontiguousarray(x, np.float32), sample_rate)
             x = _same_length(y, x.shape[1])
-            run = []
-        if e is not None:
-            x = crackle(x, sample_rate, **e.scaled(strength, sample_rate))
     return x
 
 
