@@ -1,0 +1,104 @@
+"""Beat alignment of the prior's transitions on every pair of tracks where it can be measured.
+
+`bench/quality.py` joins each window to one other (16 pairs), and on real music the
+beat metric cannot measure half of them: where a track has no steady beat, its own
+untouched continuation already reads tens of milliseconds off. Too few pairs remain to
+choose anything by. Here every window is joined to `--per-track` windows of other groups, at
+bench/quality.py's geometry, and a pair counts only where the metric can read both
+tracks: A's untouched track runs on across the crossfade within 10 ms of its own grid,
+and so does B's around its join. Which pairs count depends on the music alone, not on
+the method measured.
+
+    python bench/transition_beats.py [--split train|test] [--windows 24] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
+
+import quality as Q  # noqa: E402
+from engine.metrics import beat_offset_ms, beat_period_s  # noqa: E402
+from engine.prior.edits import make_sources, transition_prior  # noqa: E402
+from engine.tasks import transition_mix  # noqa: E402
+
+RATE = Q.RATE
+s = Q.s
+MEASURABLE_MS = 10.0
+
+
+def own_floor_ms(track: np.ndarray, join: int) -> tuple[float, float]:
+    """(period s, offset ms) of a track's own beats after a crossfade span at `join` against those before it."""
+    g0 = join - s(Q.XF_S) // 2
+    g1 = g0 + s(Q.XF_S)
+    side = s(Q.BEAT_SIDE_S)
+    if g0 - side < 0 or g1 + side > track.shape[1]:
+        return float("nan"), float("inf")
+    period = beat_period_s(track[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
+    return period, beat_offset_ms(track, (g0 - side, g0), (g1, g1 + side), period, RATE)
+
+
+def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
+    """The prior's transition from A into B: B's beats after the crossfade against A's grid before it."""
+    a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
+    src = make_sources(["a"], [a_in], RATE)[0]
+    b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
+    mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
+    side = s(Q.BEAT_SIDE_S)
+    period = beat_period_s(a_in[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
+    off = beat_offset_ms(mix, (g0 - side, g0), (g1, min(mix.shape[1], g1 + side)), period, RATE)
+    return {"a": wa.track, "b": wb.track, "offset_ms": off, "period_ms": 1000.0 * period,
+            "beat_tracked": info.beat_tracked, "stretch_factor": info.extra.get("stretch_factor", 1.0),
+            "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0)}
+
+
+def summarise(rows: list[dict]) -> dict:
+    off = np.abs([r["offset_ms"] for r in rows])
+    quarter = np.array([abs(r["offset_ms"]) > r["period_ms"] / 4 for r in rows])
+    return {"pairs": len(rows), "within_10ms": float(np.mean(off <= 10.0)), "median_abs_ms": float(np.median(off)),
+            "mean_abs_ms": float(np.mean(off)), "off_by_a_quarter_beat_or_more": float(np.mean(quarter))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--split", choices=("test", "train"), default="train")
+    ap.add_argument("--windows", type=int, default=24)
+    ap.add_argument("--per-track", type=int, default=6, help="each A is joined to this many Bs (spread over the list)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    ws = (Q.training_windows if args.split == "train" else Q.held_out_windows)(args.data, args.windows)
+    joins = [w.start + s(Q.WIN_S / 2) for w in ws]
+    floors = [own_floor_ms(w.track_audio, j)[1] for w, j in zip(ws, joins)]
+    ok = [w for w, f in zip(ws, floors) if abs(f) <= MEASURABLE_MS]
+    print(f"{len(ok)} of {len(ws)} tracks have a beat the metric reads within {MEASURABLE_MS:.0f} ms of itself: "
+          + ", ".join(w.track for w in ok), flush=True)
+    rows = []
+    for i, wa in enumerate(ok):
+        others = [wb for wb in ok[i + 1:] + ok[:i] if wb.group != wa.group]
+        step = max(1, len(others) // max(1, args.per_track))
+        for wb in others[::step][:args.per_track]:
+            rows.append(pair_offset_ms(wa, wb))
+            print(f"{wa.track} -> {wb.track}: {rows[-1]['offset_ms']:+.1f} ms", flush=True)
+    if not rows:
+        print("no measurable pair")
+        return
+    summary = summarise(rows)
+    tracked = [r for r in rows if r["beat_tracked"]]
+    for name, part in (("all measurable pairs", rows), ("both beat-tracked by the prior", tracked)):
+        if part:
+            v = summarise(part)
+            print(f"{name}: {v['pairs']} pairs, within 10 ms {v['within_10ms']:.0%}, median |offset| "
+                  f"{v['median_abs_ms']:.1f} ms, mean {v['mean_abs_ms']:.1f} ms, a quarter beat or more off "
+                  f"{v['off_by_a_quarter_beat_or_more']:.0%}")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "tracked": summarise(tracked) if tracked else None,
+                                         "pairs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
