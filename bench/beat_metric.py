@@ -17,8 +17,8 @@ import numpy as np
 
 from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
-from engine.metrics import beat_offset_ms, beat_period_s  # noqa: E402
-from quality import BEAT_SIDE_S, PERIOD_FROM_S, RATE, WIN_S, XF_S, held_out_windows, s  # noqa: E402
+from quality import (WIN_S, XF_S, beat_offset_across_ms, beat_period_before_s,  # noqa: E402
+                     held_out_windows, s)
 
 SHIFT_S = 0.1
 
@@ -35,11 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         track = w.track_audio
         g0 = w.start + s(WIN_S / 2) - s(XF_S) // 2
         g1 = g0 + s(XF_S)
-        period = beat_period_s(track[:, max(0, g0 - s(PERIOD_FROM_S)):g0], RATE)
-        before, after = (g0 - s(BEAT_SIDE_S), g0), (g1, g1 + s(BEAT_SIDE_S))
-        floor = beat_offset_ms(track, before, after, period, RATE)
+        period = beat_period_before_s(track, g0)
+        floor = beat_offset_across_ms(track, g0, g1, period)
         moved = np.concatenate([track[:, :g1], track[:, g1 + s(SHIFT_S):]], axis=1)
-        change = beat_offset_ms(moved, before, after, period, RATE) - floor
+        change = beat_offset_across_ms(moved, g0, g1, period) - floor
         change = (change / 1000 + period / 2) % period * 1000 - period * 500  # wrapped to +-period/2
         floors.append(floor)
         errors.append(change + 1000 * SHIFT_S)

@@ -341,6 +341,17 @@ def transition_inputs(wa: Window, wb: Window) -> tuple[np.ndarray, np.ndarray, i
     return a_in, b_in, wa.start + s(WIN_S / 2), s(WIN_S / 2), s(XF_S)
 
 
+def beat_period_before_s(audio: np.ndarray, g0: int) -> float:
+    """The beat metric's period for a crossfade starting at `g0`: from the PERIOD_FROM_S of `audio` before it."""
+    return beat_period_s(audio[:, max(0, g0 - s(PERIOD_FROM_S)):g0], RATE)
+
+
+def beat_offset_across_ms(audio: np.ndarray, g0: int, g1: int, period_s: float) -> float:
+    """The beats of the BEAT_SIDE_S after the crossfade [g0, g1) against the grid of the BEAT_SIDE_S before it."""
+    side = s(BEAT_SIDE_S)
+    return beat_offset_ms(audio, (g0 - side, g0), (g1, min(audio.shape[1], g1 + side)), period_s, RATE)
+
+
 def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -> tuple[dict, dict, dict]:
     """A's track up to its window's end, joined 3 s into the window to 12 s of B; returns (edits, seconds, info)."""
     a_in, b_in, join_a, join_b, xf = transition_inputs(wa, wb)
@@ -356,10 +367,9 @@ def transition_task(wa: Window, wb: Window, methods: list[EngineMethod], args) -
                                            start_s=join_a / RATE, b_start_s=join_b / RATE, crossfade_s=XF_S,
                                            context_s=2.0)
         out[m.name] = TransitionEdit(full, first_change(full, a_in, g0))
-    period = beat_period_s(a_in[:, max(0, g0 - s(PERIOD_FROM_S)):g0], RATE)
+    period = beat_period_before_s(a_in, g0)
     # The beat-offset metric's own floor: A's track running on untouched across the same span.
-    a_track = wa.track_audio
-    floor = beat_offset_ms(a_track, (g0 - s(BEAT_SIDE_S), g0), (g1, g1 + s(BEAT_SIDE_S)), period, RATE)
+    floor = beat_offset_across_ms(wa.track_audio, g0, g1, period)
     return out, elapsed, {"hard": hard, "g0": g0, "period_s": period, "floor_offset_ms": floor}
 
 
@@ -416,7 +426,7 @@ def score_regions(edits: list[dict], originals: list[np.ndarray], span: tuple[in
 def score_transitions(edits: list[dict], infos: list[dict], real: list[np.ndarray],
                       embed: DSPEmbedder) -> dict[str, dict]:
     """Level dip, HF share against the joined material, seams, beat offset, FD-DSP and detectability."""
-    xf, side, beat = s(XF_S), s(LEVEL_SIDE_S), s(BEAT_SIDE_S)
+    xf, side = s(XF_S), s(LEVEL_SIDE_S)
     pre = s(WIN_S / 2) - xf // 2  # the scored window starts this far before the crossfade
     with torch.no_grad():
         real_emb = embed(torch.from_numpy(np.stack(real))).double().numpy()
@@ -432,8 +442,7 @@ def score_transitions(edits: list[dict], infos: list[dict], real: list[np.ndarra
             per["level_dip_db"].append(level_dip_db(full, g0, g1, side))
             sides = np.concatenate([full[:, g0 - side:g0], full[:, g1:g1 + side]], axis=1)
             per["hf_error_db"].append(hf_share_error_db(full[:, g0:g1], sides, RATE))
-            per["beat_offset_ms"].append(beat_offset_ms(full, (g0 - beat, g0), (g1, min(full.shape[1], g1 + beat)),
-                                                        info["period_s"], RATE))
+            per["beat_offset_ms"].append(beat_offset_across_ms(full, g0, g1, info["period_s"]))
             per["join_moved_s"].append((g0 - info["g0"]) / RATE)
             per["period_s"].append(info["period_s"])
             window = full[:, g0 - pre:g0 - pre + s(WIN_S)]

@@ -22,7 +22,6 @@ import numpy as np
 from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
-from engine.metrics import beat_offset_ms, beat_period_s  # noqa: E402
 from engine.prior.edits import make_sources, transition_prior  # noqa: E402
 from engine.tasks import transition_mix  # noqa: E402
 
@@ -31,15 +30,13 @@ s = Q.s
 MEASURABLE_MS = 10.0
 
 
-def own_floor_ms(track: np.ndarray, join: int) -> tuple[float, float]:
-    """(period s, offset ms) of a track's own beats after a crossfade span at `join` against those before it."""
+def own_floor_ms(track: np.ndarray, join: int) -> float:
+    """A track's own beats after a crossfade span at `join` against those before it (inf where it has too little room)."""
     g0 = join - s(Q.XF_S) // 2
     g1 = g0 + s(Q.XF_S)
-    side = s(Q.BEAT_SIDE_S)
-    if g0 - side < 0 or g1 + side > track.shape[1]:
-        return float("nan"), float("inf")
-    period = beat_period_s(track[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
-    return period, beat_offset_ms(track, (g0 - side, g0), (g1, g1 + side), period, RATE)
+    if g0 - s(Q.BEAT_SIDE_S) < 0 or g1 + s(Q.BEAT_SIDE_S) > track.shape[1]:
+        return float("inf")
+    return Q.beat_offset_across_ms(track, g0, g1, Q.beat_period_before_s(track, g0))
 
 
 def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
@@ -48,12 +45,10 @@ def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
     src = make_sources(["a"], [a_in], RATE)[0]
     b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
     mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
-    side = s(Q.BEAT_SIDE_S)
-    period = beat_period_s(a_in[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
-    off = beat_offset_ms(mix, (g0 - side, g0), (g1, min(mix.shape[1], g1 + side)), period, RATE)
-    return {"a": wa.track, "b": wb.track, "offset_ms": off, "period_ms": 1000.0 * period,
-            "beat_tracked": info.beat_tracked, "stretch_factor": info.extra.get("stretch_factor", 1.0),
-            "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0)}
+    period = Q.beat_period_before_s(a_in, g0)
+    return {"a": wa.track, "b": wb.track, "offset_ms": Q.beat_offset_across_ms(mix, g0, g1, period),
+            "period_ms": 1000.0 * period, "beat_tracked": info.beat_tracked,
+            "stretch_factor": info.extra.get("stretch_factor", 1.0), "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0)}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -73,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     ws = (Q.training_windows if args.split == "train" else Q.held_out_windows)(args.data, args.windows)
     joins = [w.start + s(Q.WIN_S / 2) for w in ws]
-    floors = [own_floor_ms(w.track_audio, j)[1] for w, j in zip(ws, joins)]
+    floors = [own_floor_ms(w.track_audio, j) for w, j in zip(ws, joins)]
     ok = [w for w, f in zip(ws, floors) if abs(f) <= MEASURABLE_MS]
     print(f"{len(ok)} of {len(ws)} tracks have a beat the metric reads within {MEASURABLE_MS:.0f} ms of itself: "
           + ", ".join(w.track for w in ok), flush=True)
@@ -87,18 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         print("no measurable pair")
         return
-    summary = summarise(rows)
     tracked = [r for r in rows if r["beat_tracked"]]
-    for name, part in (("all measurable pairs", rows), ("both beat-tracked by the prior", tracked)):
-        if part:
-            v = summarise(part)
+    summaries = {"summary": summarise(rows), "tracked": summarise(tracked) if tracked else None}
+    for name, v in (("all measurable pairs", summaries["summary"]), ("both beat-tracked by the prior", summaries["tracked"])):
+        if v:
             print(f"{name}: {v['pairs']} pairs, within 10 ms {v['within_10ms']:.0%}, median |offset| "
                   f"{v['median_abs_ms']:.1f} ms, mean {v['mean_abs_ms']:.1f} ms, a quarter beat or more off "
                   f"{v['off_by_a_quarter_beat_or_more']:.0%}")
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "tracked": summarise(tracked) if tracked else None,
-                                         "pairs": rows}, indent=1))
-
+        args.json.write_text(json.dumps({**summaries, "pairs": rows}, indent=1))
 
 if __name__ == "__main__":
     main()

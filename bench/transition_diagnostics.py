@@ -27,7 +27,7 @@ import numpy as np
 from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
-from engine.metrics import beat_offset_ms, beat_period_s, level_dip_db, seam_stats  # noqa: E402
+from engine.metrics import level_dip_db, seam_stats  # noqa: E402
 from engine.prior.edits import make_sources, transition_prior  # noqa: E402
 from engine.regions import equal_power_curves  # noqa: E402
 from engine.tasks import transition_mix  # noqa: E402
@@ -43,8 +43,7 @@ def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
     b2, an_b, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
     mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
     plain, p0, p1 = transition_mix(a_in, b_in, join_a, join_b, xf, curves=equal_power_curves)
-    period = beat_period_s(a_in[:, max(0, g0 - s(Q.PERIOD_FROM_S)):g0], RATE)
-    side = s(Q.BEAT_SIDE_S)
+    period = Q.beat_period_before_s(a_in, g0)
     tail = xf - xf // 2
 
     def flux(x: np.ndarray, at: int) -> float:
@@ -55,8 +54,8 @@ def pair_report(wa: Q.Window, wb: Q.Window) -> dict:
         "tempo_a_bpm": src.analysis.tempo_bpm, "metric_tempo_a_bpm": 60.0 / period,
         "tempo_b_bpm": info.extra["tempo_b_bpm"], "stretch_factor": info.extra["stretch_factor"],
         "tempo_b_stretched_bpm": an_b.tempo_bpm, "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0),
-        "beat_offset_ms": beat_offset_ms(mix, (g0 - side, g0), (g1, min(mix.shape[1], g1 + side)), period, RATE),
-        "floor_offset_ms": beat_offset_ms(wa.track_audio, (g0 - side, g0), (g1, g1 + side), period, RATE),
+        "beat_offset_ms": Q.beat_offset_across_ms(mix, g0, g1, period),
+        "floor_offset_ms": Q.beat_offset_across_ms(wa.track_audio, g0, g1, period),
         "level_dip_db": level_dip_db(mix, g0, g1, s(Q.LEVEL_SIDE_S)),
         "plain_level_dip_db": level_dip_db(plain, p0, p1, s(Q.LEVEL_SIDE_S)),
         "seam_flux": float(np.mean([flux(mix, g0), flux(mix, g1)])),
