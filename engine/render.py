@@ -224,18 +224,26 @@ WEAK_MATCH_RATIO = 0.85
 
 
 def _prior_warnings(info: dict) -> tuple[str, ...]:
-    """A retrieval prior that found nothing to copy, or only a weak match, says so (the sidecar has the
-    same words under "warnings", and the match under "prior")."""
+    """A retrieval prior that found nothing to copy, found only a weak match, or chose between two readings
+    of a transition's metre, says so (the sidecar has the same words under "warnings", the choice under
+    "prior")."""
     if info.get("fallback") and info.get("fallback_to"):
         instead = ("the model generated the region instead" if info["fallback_to"] == "generative"
                    else f"used a plain {info['fallback_to']} instead")
         return (f"the retrieval prior was not used ({info['fallback']}); {instead}",)
+    out: tuple[str, ...] = ()
     ratio = info.get("match_ratio")
     if info.get("kind") == "similarity" and isinstance(ratio, (int, float)) and ratio >= WEAK_MATCH_RATIO:
-        return (f"the best match found in the audio fits its surroundings hardly better than a typical span "
+        out += (f"the best match found in the audio fits its surroundings hardly better than a typical span "
                 f"(match ratio {ratio:.2f}; 1 = no better): listen before keeping it, or give more material "
                 f"with --source",)
-    return ()
+    other, tempo = info.get("tempo_a_other_reading_bpm"), info.get("tempo_bpm")
+    if isinstance(other, (int, float)) and isinstance(tempo, (int, float)):
+        # A 3:2 metre choice: right on most music measured, not all, and the producer knows the tempo.
+        out += (f"clip A's beat can be heard at {tempo:.1f} or {other:.1f} BPM (compound or simple metre); B "
+                f"follows {tempo:.1f}, where A's onsets repeat more strongly. If B lands off the beat, render "
+                f"again with --bpm {other:.1f} (the bpm field from a DAW)",)
+    return out
 
 
 def _clipping_warnings(audio: np.ndarray, bit_depth: int) -> tuple[str, ...]:

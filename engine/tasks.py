@@ -485,7 +485,8 @@ def transition(model: Model, audios: Sequence[np.ndarray], request: RenderReques
         src_a = make_sources([_source_name(request.audio[0])], [a], rate, bpm=request.bpm,
                              beat_offset_s=request.beat_offset_s)[0]
         b2, _, ja, jb, info = transition_prior(src_a, b, _source_name(request.audio[1]), join_a, join_b, xf,
-                                               search_s=request.join_search_s)
+                                               search_s=request.join_search_s,
+                                               follow_stronger_pulse=request.bpm is None)
         mix, g0, g1 = transition_mix(a, b2, ja, jb, xf)
         info.extra.update({"join_a_s": round(ja / rate, 6), "join_b_s": round(jb / rate, 6)})
         return _refine(model, mix, mix, g0, g1, [g0, g1], request.replace(refine_span="gap"), generator, tracker,

@@ -182,6 +182,71 @@ def test_a_transition_between_loops_at_different_tempos_lands_beats_on_a_s_grid_
     assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
 
 
+EIGHTH_S = 14 * 512 / RATE     # 162.5 ms: a kick every other eighth is 184.6 BPM, every third 123.0
+
+
+def kick_every_other_eighth(seconds: float, offset: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A hat on every eighth note and a kick on every other one: a 184.6 BPM pulse that a tempo prior
+    centred on 120 BPM reads, through the hats, as 123.0 (three eighths)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(int(seconds * RATE))
+    kick = np.sin(2 * np.pi * 60 * np.arange(4000) / RATE) * np.exp(-np.arange(4000) / 800)
+    hat = rng.standard_normal(1500) * np.exp(-np.arange(1500) / 200) * 0.1
+    i, t = 0, offset
+    while t < seconds:
+        k = int(round(t * RATE))
+        x[k:k + 1500] += hat[:len(x[k:k + 1500])]
+        if i % 2 == 0:
+            x[k:k + 4000] += kick[:len(x[k:k + 4000])]
+        t += EIGHTH_S
+        i += 1
+    return (np.stack([x, x]) * 0.4).astype(np.float32)
+
+
+def test_a_pulse_heard_two_ways_names_the_stronger_reading():
+    from engine.prior.analysis import metre_alternative
+    an = analyse(kick_every_other_eighth(20.0), RATE)
+    assert abs(an.tempo_bpm / 123.0 - 1.0) < 0.01               # the prior's reading: three eighths
+    assert abs(metre_alternative(an) / 184.6 - 1.0) < 0.01      # the onsets repeat more strongly at two
+    for bpm in (72.0, 120.0, 174.0):                            # a plain 4/4 loop has no stronger 3:2 pulse
+        assert metre_alternative(analyse(drum_loop(bpm, 20.0), RATE)) is None
+
+
+def test_a_transition_follows_a_s_stronger_pulse_and_says_so_unless_the_daw_names_the_tempo(tmp_path):
+    """Read at 123 BPM, A would have B (175 BPM) sped up by 41 % to 246; A's kicks say 184.6, a 5 % stretch
+    that lands B's hits on them. The render warns of the choice; a DAW tempo overrides it."""
+    from engine.audio_io import write_audio_atomic
+    a, b = kick_every_other_eighth(16.0), drum_loop(175.0, 16.0, chords=False, offset=0.23)
+    paths = []
+    for name, audio in (("a", a), ("b", b)):
+        paths.append(str(tmp_path / f"{name}.wav"))
+        write_audio_atomic(paths[-1], audio, RATE, bit_depth=32)
+    base = dict(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
+                refine_strength=0.0)
+    followed = render(RenderRequest(**base, output=str(tmp_path / "followed.wav")))
+    side = json.loads(open(followed.sidecar_path).read())
+    info = side["prior"]
+    assert abs(info["stretch_factor"] - 184.6 / 175.0) < 0.02, info
+    assert abs(info["tempo_a_other_reading_bpm"] / 123.0 - 1.0) < 0.01
+    assert [w for w in followed.warnings if "--bpm 123.0" in w] == [w for w in side["warnings"] if "--bpm" in w]
+    assert len([w for w in followed.warnings if "--bpm 123.0" in w]) == 1
+    from engine.audio_io import load_audio
+    out = load_audio(followed.path)
+    join_a = int(info["join_a_s"] * RATE)
+    # B alone, the 4 s after the crossfade: pedalboard's stretch runs about 0.2 % off the factor asked
+    # (below the tracker's resolution), so further on B's beats drift by about 0.7 ms a beat.
+    hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])
+    assert len(hits) >= 8
+    beat = 2 * EIGHTH_S * RATE                                      # A's kicks: 100 ms + k beats
+    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
+    assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
+
+    named = render(RenderRequest(**base, bpm=123.0, output=str(tmp_path / "named.wav")))
+    info = json.loads(open(named.sidecar_path).read())["prior"]
+    assert "tempo_a_other_reading_bpm" not in info and abs(info["tempo_bpm"] / 123.0 - 1.0) < 0.01
+    assert not [w for w in named.warnings if "--bpm" in w]
+
+
 @pytest.mark.parametrize("late_ms", [-60.0, 17.0, 40.0])
 def test_b_hits_that_come_late_on_the_timeline_are_measured_to_a_few_ms(late_ms):
     a = drum_loop(120.0, 12.0, chords=False)

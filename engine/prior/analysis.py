@@ -144,6 +144,43 @@ def onset_strength(log_mel: np.ndarray) -> np.ndarray:
     return np.maximum(flux - local, 0.0).astype(np.float32)
 
 
+def onset_autocorrelation(onset: np.ndarray) -> np.ndarray:
+    """The onset envelope's autocorrelation (mean removed), normalised to 1 at lag 0."""
+    o = onset - onset.mean()
+    n = len(o)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = np.fft.rfft(o, size)
+    ac = np.fft.irfft(spec * np.conj(spec), size)[:n]
+    return ac / max(ac[0], 1e-12)
+
+
+def metre_alternative(an: "Analysis") -> Optional[float]:
+    """The 3:2 reading of a tracked beat (BPM) where the onsets repeat more strongly at it, else None.
+
+    Compound and simple metre share their eighth notes: a 6/8 piece at 123 BPM is as
+    well a 4/4 piece at 184. The tempo prior centred on 120 BPM picks one; when the
+    autocorrelation is higher at 2/3 or 3/2 of the chosen lag, the other reading is
+    the stronger pulse, and a clip joined to this one should follow that.
+    """
+    if not an.has_beat:
+        return None
+    ac = onset_autocorrelation(an.onset)
+    frame_rate = an.sample_rate / an.hop
+    lag = 60.0 / an.tempo_bpm * frame_rate
+
+    def at(x: float) -> float:
+        i = int(round(x))
+        return float(ac[max(1, i - 1):i + 2].max()) if 1 <= i < len(ac) - 1 else -np.inf
+
+    lo, hi = TEMPO_RANGE_BPM
+    best, best_ac = None, at(lag)
+    for ratio in (2.0 / 3.0, 1.5):
+        bpm = an.tempo_bpm / ratio
+        if lo <= bpm <= hi and (v := at(lag * ratio)) > best_ac:
+            best, best_ac = bpm, v
+    return best
+
+
 def estimate_tempo(onset: np.ndarray, frame_rate: float, hint_bpm: Optional[float] = None) -> tuple[float, float]:
     """(tempo in BPM, periodicity in [0, 1]) from the onset envelope's autocorrelation.
 
@@ -151,14 +188,10 @@ def estimate_tempo(onset: np.ndarray, frame_rate: float, hint_bpm: Optional[floa
     DAW's tempo hint narrows the search to within 4 % of it (or of its half / double).
     Periodicity is the autocorrelation at the chosen period over its value at lag 0.
     """
-    o = onset - onset.mean()
-    n = len(o)
-    if n < 8 or not np.any(o):
+    n = len(onset)
+    if n < 8 or not np.any(onset - onset.mean()):
         return TEMPO_PRIOR_BPM, 0.0
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    spec = np.fft.rfft(o, size)
-    ac = np.fft.irfft(spec * np.conj(spec), size)[:n]
-    ac = ac / max(ac[0], 1e-12)
+    ac = onset_autocorrelation(onset)
     lo_bpm, hi_bpm = TEMPO_RANGE_BPM
     lags = np.arange(1, n)
     bpm = 60.0 * frame_rate / lags

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..regions import equal_power_curves, transition_fade_curves
-from .analysis import FINE_HOP, N_MELS, Analysis, analyse, fine_onset, mel_filterbank
+from .analysis import FINE_HOP, N_MELS, Analysis, analyse, fine_onset, mel_filterbank, metre_alternative
 from .search import Candidate, align_to_sample, search_span
 
 SILENCE_DB = -70.0
@@ -404,18 +404,26 @@ def _tempo_miss(a: Analysis, b: Analysis) -> float:
 
 
 def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
-                     search_s: float = 4.0) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
+                     search_s: float = 4.0, follow_stronger_pulse: bool = True,
+                     ) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
 
     Returns (B as placed, its analysis, join in A, join in B, info). Without beat grids
     the joins are chosen on a 0.1 s lattice and the tempo match is skipped. No join moves
     more than `search_s` from the requested one (B's measured in its stretched time), the
-    phase shift included: 0 keeps both.
+    phase shift included: 0 keeps both. Where A's onsets repeat more strongly at the 3:2
+    reading of its tracked beat (`metre_alternative`), B follows that reading, unless
+    `follow_stronger_pulse` is off (the DAW named the tempo); the info records the other.
     """
     import pedalboard
 
     an_a = a_src.analysis
     rate = an_a.sample_rate
+    read_bpm = an_a.tempo_bpm
+    if follow_stronger_pulse and (alt := metre_alternative(an_a)) is not None:
+        # B must land on the pulse a listener follows in A: re-track A's grid at it.
+        an_a = cached_analysis(a_src.audio, rate, bpm=alt)
+        a_src = Source(a_src.name, a_src.audio, an_a)
     an_b0 = analyse(b_audio, rate)
     factor = tempo_match(an_a, an_b0)
     b, an_b = b_audio, an_b0
@@ -437,6 +445,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         join_b = int(round(join_b / factor))
     info = PriorInfo(kind="similarity", tempo_bpm=an_a.tempo_bpm, beat_tracked=an_a.has_beat and an_b.has_beat)
     info.extra = {"tempo_b_bpm": an_b0.tempo_bpm, "stretch_factor": factor}
+    if an_a.tempo_bpm != read_bpm:
+        info.extra["tempo_a_other_reading_bpm"] = read_bpm
     half = xf // 2
     ja_ok = lambda j: half <= j <= a_src.audio.shape[1] - (xf - half)  # noqa: E731
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
