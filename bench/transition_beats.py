@@ -12,6 +12,7 @@ also reads as one grid 1 and 2 s either side of the join (a track without a beat
 follow passes the single 10 ms check now and then by chance).
 
     python bench/transition_beats.py [--split train|test] [--windows 24] [--json out.json]
+    python bench/transition_beats.py --split test --windows 16 --plot win_theme.ogg,hr3-graveyard.ogg
 """
 from __future__ import annotations
 
@@ -66,6 +67,51 @@ def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
             "tempo_a_bpm": info.tempo_bpm, "tempo_a_other_reading_bpm": info.extra.get("tempo_a_other_reading_bpm")}
 
 
+def plot_pair(wa: Q.Window, wb: Q.Window, path: Path) -> None:
+    """The pair's transition with and without following A's stronger pulse: log-mel, and A's grid drawn on.
+
+    The grid is the beat metric's: its period from the 20 s of A before the crossfade, its
+    phase from the peak of A's onset pattern over the 4 s before it, run on across B.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from engine.metrics import beat_pattern
+
+    a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
+    src = make_sources(["a"], [a_in], RATE)[0]
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.2), squeeze=False)
+    for ax, follow in zip(axes[:, 0], (False, True)):
+        b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf, follow_stronger_pulse=follow)
+        mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
+        period = Q.beat_period_before_s(a_in, g0)
+        lo, hi = g0 - s(Q.BEAT_SIDE_S), min(mix.shape[1], g1 + s(Q.BEAT_SIDE_S))
+        pattern = beat_pattern(mix, lo, g0, period, RATE)
+        t0 = (int(np.argmax(pattern)) + 0.5) / len(pattern) * period     # a beat's phase on the timeline
+        mel = Q.log_mel(mix[:, lo:hi], RATE, n_fft=2048, n_mels=96)
+        top = float(mel.max())
+        ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 12.0, vmax=top,
+                  extent=(0, (hi - lo) / RATE, 0, mel.shape[0]))
+        k0 = int(np.ceil((lo / RATE - t0) / period))
+        for k in range(k0, k0 + int((hi - lo) / RATE / period) + 2):
+            x = t0 + k * period - lo / RATE
+            if 0 <= x <= (hi - lo) / RATE:
+                ax.axvline(x, color="white", lw=0.6, alpha=0.6)
+        for g in (g0, g1):
+            ax.axvline((g - lo) / RATE, color="cyan", lw=1.0, ls="--")
+        offset = Q.beat_offset_across_ms(mix, g0, g1, period)
+        name = "follows A's stronger pulse (the default)" if follow else "the tracker's reading (as with --bpm)"
+        ax.set_title(f"{wa.track} -> {wb.track}, {name}: A at {info.tempo_bpm:.1f} BPM, B stretched "
+                     f"x{info.extra.get('stretch_factor', 1.0):.3f}, B's beats {offset:+.1f} ms off A's grid", fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("s (dashed: the crossfade; white: A's beat grid, run on across B)", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summarise(rows: list[dict]) -> dict:
     off = np.abs([r["offset_ms"] for r in rows])
     quarter = np.array([abs(r["offset_ms"]) > r["period_ms"] / 4 for r in rows])
@@ -80,8 +126,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--windows", type=int, default=24)
     ap.add_argument("--per-track", type=int, default=6, help="each A is joined to this many Bs (spread over the list)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--plot", metavar="A,B", help="only draw this pair of tracks (with and without following "
+                    "A's stronger pulse) to --plot-out")
+    ap.add_argument("--plot-out", type=Path, default=ROOT / "bench/results/spectrograms/transition_metre.png")
     args = ap.parse_args(argv)
     ws = (Q.training_windows if args.split == "train" else Q.held_out_windows)(args.data, args.windows)
+    if args.plot:
+        by_name = {w.track: w for w in ws}
+        a_name, b_name = args.plot.split(",")
+        plot_pair(by_name[a_name], by_name[b_name], args.plot_out)
+        print(f"wrote {args.plot_out}")
+        return
     joins = [w.start + s(Q.WIN_S / 2) for w in ws]
     floors = [own_floor_ms(w.track_audio, j) for w, j in zip(ws, joins)]
     ok = [w for w, f in zip(ws, floors) if abs(f) <= MEASURABLE_MS]
