@@ -243,6 +243,11 @@ def _prior_warnings(info: dict) -> tuple[str, ...]:
         out += (f"clip A's beat can be heard at {tempo:.1f} or {other:.1f} BPM (compound or simple metre); B "
                 f"follows {tempo:.1f}, where A's onsets repeat more strongly. If B lands off the beat, render "
                 f"again with --bpm {other:.1f} (the bpm field from a DAW)",)
+    other_b, tempo_b = info.get("tempo_b_other_reading_bpm"), info.get("tempo_b_bpm")
+    if isinstance(other_b, (int, float)) and isinstance(tempo_b, (int, float)):
+        out += (f"clip B's beat can be heard at {tempo_b:.1f} or {other_b:.1f} BPM; Segue read it at {tempo_b:.1f}, "
+                f"where B's onsets repeat more strongly. If B lands off the beat, render again with "
+                f"--b-bpm {other_b:.1f} (b_bpm over the bridge)",)
     return out
 
 

@@ -232,6 +232,8 @@ FIELDS: tuple[FieldSpec, ...] = (
        choices=REFINE_SPANS, optional=True, cli=("--refine-span",), osc="refine_span", preset=True),
     _f("bpm", "float", None, "tempo hint from the DAW, beats per minute", lo=20.0, hi=400.0, optional=True,
        cli=("--bpm",), osc="bpm"),
+    _f("b_bpm", "float", None, "clip B's tempo, beats per minute (transition; default: B's stronger pulse as "
+       "tracked)", lo=20.0, hi=400.0, optional=True, cli=("--b-bpm",), osc="b_bpm", tasks=("transition",)),
     _f("beat_offset_s", "time", None, "a beat's time on the first input's timeline, from the DAW", lo=0.0,
        hi=MAX_DURATION_S, optional=True, cli=("--beat-offset",), osc="beat_offset"),
     _f("variations", "int", 1, "takes rendered in one job (take i uses seed + i and candidate + i)", lo=1,

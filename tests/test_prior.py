@@ -185,17 +185,17 @@ def test_a_transition_between_loops_at_different_tempos_lands_beats_on_a_s_grid_
 EIGHTH_S = 14 * 512 / RATE     # 162.5 ms: a kick every other eighth is 184.6 BPM, every third 123.0
 
 
-def kick_every_other_eighth(seconds: float, offset: float = 0.1, seed: int = 0) -> np.ndarray:
+def kick_every_other_eighth(seconds: float, offset: float = 0.1, seed: int = 0, hat: float = 0.1) -> np.ndarray:
     """A hat on every eighth note and a kick on every other one: a 184.6 BPM pulse that a tempo prior
     centred on 120 BPM reads, through the hats, as 123.0 (three eighths)."""
     rng = np.random.default_rng(seed)
     x = np.zeros(int(seconds * RATE))
     kick = np.sin(2 * np.pi * 60 * np.arange(4000) / RATE) * np.exp(-np.arange(4000) / 800)
-    hat = rng.standard_normal(1500) * np.exp(-np.arange(1500) / 200) * 0.1
+    hits = rng.standard_normal(1500) * np.exp(-np.arange(1500) / 200) * hat
     i, t = 0, offset
     while t < seconds:
         k = int(round(t * RATE))
-        x[k:k + 1500] += hat[:len(x[k:k + 1500])]
+        x[k:k + 1500] += hits[:len(x[k:k + 1500])]
         if i % 2 == 0:
             x[k:k + 4000] += kick[:len(x[k:k + 4000])]
         t += EIGHTH_S
@@ -245,6 +245,40 @@ def test_a_transition_follows_a_s_stronger_pulse_and_says_so_unless_the_daw_name
     info = json.loads(open(named.sidecar_path).read())["prior"]
     assert "tempo_a_other_reading_bpm" not in info and abs(info["tempo_bpm"] / 123.0 - 1.0) < 0.01
     assert not [w for w in named.warnings if "--bpm" in w]
+
+
+def test_clip_b_is_read_on_its_stronger_pulse_too_unless_its_tempo_is_given(tmp_path):
+    """The same rule for B: its kicks say 184.6 BPM, so a 175 BPM A slows it 5 % (not 29 % toward 123's
+    double), and its hits land on A's beats; `b_bpm` names B's tempo and turns the rule off.
+
+    B's hats are softer here than in the A test: where they weigh as much in the onset flux as
+    its kicks (hat=0.1), B's pattern repeats every eighth note, and its kicks land on A's
+    off-beats half the time (the phase shift's half-beat ambiguity, a known limit)."""
+    from engine.audio_io import load_audio, write_audio_atomic
+    a, b = drum_loop(175.0, 16.0, chords=False), kick_every_other_eighth(16.0, offset=0.23, hat=0.05)
+    paths = []
+    for name, audio in (("a", a), ("b", b)):
+        paths.append(str(tmp_path / f"{name}.wav"))
+        write_audio_atomic(paths[-1], audio, RATE, bit_depth=32)
+    base = dict(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
+                refine_strength=0.0)
+    followed = render(RenderRequest(**base, output=str(tmp_path / "followed.wav")))
+    info = json.loads(open(followed.sidecar_path).read())["prior"]
+    assert abs(info["stretch_factor"] - 175.0 / 184.6) < 0.02, info
+    assert abs(info["tempo_b_other_reading_bpm"] / 123.0 - 1.0) < 0.01
+    assert len([w for w in followed.warnings if "--b-bpm 123.0" in w]) == 1
+    out = load_audio(followed.path)
+    join_a = int(info["join_a_s"] * RATE)
+    hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])          # B alone, the 4 s after the crossfade
+    assert len(hits) >= 8
+    beat = 60.0 / 175.0 * RATE                                      # A's beats: 100 ms + k beats
+    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
+    assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
+
+    named = render(RenderRequest(**base, b_bpm=123.0, output=str(tmp_path / "named.wav")))
+    info = json.loads(open(named.sidecar_path).read())["prior"]
+    assert "tempo_b_other_reading_bpm" not in info and abs(info["tempo_b_bpm"] / 123.0 - 1.0) < 0.01
+    assert not [w for w in named.warnings if "--b-bpm" in w]
 
 
 @pytest.mark.parametrize("late_ms", [-60.0, 17.0, 40.0])

@@ -404,7 +404,7 @@ def _tempo_miss(a: Analysis, b: Analysis) -> float:
 
 
 def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
-                     search_s: float = 4.0, follow_stronger_pulse: bool = True,
+                     search_s: float = 4.0, follow_stronger_pulse: bool = True, b_bpm: Optional[float] = None,
                      ) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
 
@@ -413,7 +413,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     more than `search_s` from the requested one (B's measured in its stretched time), the
     phase shift included: 0 keeps both. Where A's onsets repeat more strongly at the 3:2
     reading of its tracked beat (`metre_alternative`), B follows that reading, unless
-    `follow_stronger_pulse` is off (the DAW named the tempo); the info records the other.
+    `follow_stronger_pulse` is off (the DAW named the tempo); B's own beat is read the same
+    way unless `b_bpm` names it. The info records each reading not taken.
     """
     import pedalboard
 
@@ -424,7 +425,10 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         # B must land on the pulse a listener follows in A: re-track A's grid at it.
         an_a = cached_analysis(a_src.audio, rate, bpm=alt)
         a_src = Source(a_src.name, a_src.audio, an_a)
-    an_b0 = analyse(b_audio, rate)
+    an_b0 = analyse(b_audio, rate, bpm_hint=b_bpm)
+    read_b_bpm = an_b0.tempo_bpm
+    if b_bpm is None and (alt := metre_alternative(an_b0)) is not None:
+        an_b0 = analyse(b_audio, rate, bpm_hint=alt)       # and B's, on its own stronger pulse
     factor = tempo_match(an_a, an_b0)
     b, an_b = b_audio, an_b0
     if factor != 1.0:
@@ -447,6 +451,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     info.extra = {"tempo_b_bpm": an_b0.tempo_bpm, "stretch_factor": factor}
     if an_a.tempo_bpm != read_bpm:
         info.extra["tempo_a_other_reading_bpm"] = read_bpm
+    if an_b0.tempo_bpm != read_b_bpm:
+        info.extra["tempo_b_other_reading_bpm"] = read_b_bpm
     half = xf // 2
     ja_ok = lambda j: half <= j <= a_src.audio.shape[1] - (xf - half)  # noqa: E731
     jb_ok = lambda j: half <= j <= b.shape[1] - (xf - half)  # noqa: E731
