@@ -219,6 +219,10 @@ def place(live: AbletonOSC, track: int, after_scene: int, path: str, name: str) 
     if not created:
         return None
     live.send("/live/clip/set/name", track, scene, name)
+    try:  # AbletonOSC does not answer setters: a read-back makes sure Live took the name before we report
+        live.clip(track, scene, "name")
+    except LiveError:
+        pass  # the clip is placed; only its name may be missing
     return scene
 
 
