@@ -212,38 +212,45 @@ def test_a_pulse_heard_two_ways_names_the_stronger_reading():
         assert metre_alternative(analyse(drum_loop(bpm, 20.0), RATE)) is None
 
 
+def _transition_of_files(tmp_path, a: np.ndarray, b: np.ndarray, name: str, **fields):
+    """A transition of A (joined at 12 s) into B (from 3 s) rendered from files: (result, sidecar, output)."""
+    from engine.audio_io import load_audio, write_audio_atomic
+    paths = [str(tmp_path / f"{name}-{side}.wav") for side in ("a", "b")]
+    for path, audio in zip(paths, (a, b)):
+        write_audio_atomic(path, audio, RATE, bit_depth=32)
+    result = render(RenderRequest(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
+                                  refine_strength=0.0, output=str(tmp_path / f"{name}.wav"), **fields))
+    return result, json.loads(open(result.sidecar_path).read()), load_audio(result.path)
+
+
+def _b_off_a_grid_ms(out: np.ndarray, join_a_s: float, beat_s: float) -> float:
+    """The worst distance (ms) of B's hits, over the 4 s after a 2 s crossfade, from A's beats at 100 ms + k beats.
+
+    Only 4 s: pedalboard's stretch runs about 0.2 % off the factor asked (below the
+    tracker's resolution), so further on B's beats drift by about 0.7 ms a beat.
+    """
+    join_a = int(join_a_s * RATE)
+    hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])
+    assert len(hits) >= 8
+    beat = beat_s * RATE
+    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
+    return float(np.max(np.abs(grid_err)) * beat_s * 1000.0)
+
+
 def test_a_transition_follows_a_s_stronger_pulse_and_says_so_unless_the_daw_names_the_tempo(tmp_path):
     """Read at 123 BPM, A would have B (175 BPM) sped up by 41 % to 246; A's kicks say 184.6, a 5 % stretch
     that lands B's hits on them. The render warns of the choice; a DAW tempo overrides it."""
-    from engine.audio_io import write_audio_atomic
     a, b = kick_every_other_eighth(16.0), drum_loop(175.0, 16.0, chords=False, offset=0.23)
-    paths = []
-    for name, audio in (("a", a), ("b", b)):
-        paths.append(str(tmp_path / f"{name}.wav"))
-        write_audio_atomic(paths[-1], audio, RATE, bit_depth=32)
-    base = dict(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
-                refine_strength=0.0)
-    followed = render(RenderRequest(**base, output=str(tmp_path / "followed.wav")))
-    side = json.loads(open(followed.sidecar_path).read())
+    followed, side, out = _transition_of_files(tmp_path, a, b, "followed")
     info = side["prior"]
     assert abs(info["stretch_factor"] - 184.6 / 175.0) < 0.02, info
     assert abs(info["tempo_a_other_reading_bpm"] / 123.0 - 1.0) < 0.01
     assert [w for w in followed.warnings if "--bpm 123.0" in w] == [w for w in side["warnings"] if "--bpm" in w]
     assert len([w for w in followed.warnings if "--bpm 123.0" in w]) == 1
-    from engine.audio_io import load_audio
-    out = load_audio(followed.path)
-    join_a = int(info["join_a_s"] * RATE)
-    # B alone, the 4 s after the crossfade: pedalboard's stretch runs about 0.2 % off the factor asked
-    # (below the tracker's resolution), so further on B's beats drift by about 0.7 ms a beat.
-    hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])
-    assert len(hits) >= 8
-    beat = 2 * EIGHTH_S * RATE                                      # A's kicks: 100 ms + k beats
-    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
-    assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
+    assert _b_off_a_grid_ms(out, info["join_a_s"], 2 * EIGHTH_S) < 10.0     # on A's kicks
 
-    named = render(RenderRequest(**base, bpm=123.0, output=str(tmp_path / "named.wav")))
-    info = json.loads(open(named.sidecar_path).read())["prior"]
-    assert "tempo_a_other_reading_bpm" not in info and abs(info["tempo_bpm"] / 123.0 - 1.0) < 0.01
+    named, side, _ = _transition_of_files(tmp_path, a, b, "named", bpm=123.0)
+    assert "tempo_a_other_reading_bpm" not in side["prior"] and abs(side["prior"]["tempo_bpm"] / 123.0 - 1.0) < 0.01
     assert not [w for w in named.warnings if "--bpm" in w]
 
 
@@ -254,30 +261,16 @@ def test_clip_b_is_read_on_its_stronger_pulse_too_unless_its_tempo_is_given(tmp_
     B's hats are softer here than in the A test: where they weigh as much in the onset flux as
     its kicks (hat=0.1), B's pattern repeats every eighth note, and its kicks land on A's
     off-beats half the time (the phase shift's half-beat ambiguity, a known limit)."""
-    from engine.audio_io import load_audio, write_audio_atomic
     a, b = drum_loop(175.0, 16.0, chords=False), kick_every_other_eighth(16.0, offset=0.23, hat=0.05)
-    paths = []
-    for name, audio in (("a", a), ("b", b)):
-        paths.append(str(tmp_path / f"{name}.wav"))
-        write_audio_atomic(paths[-1], audio, RATE, bit_depth=32)
-    base = dict(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
-                refine_strength=0.0)
-    followed = render(RenderRequest(**base, output=str(tmp_path / "followed.wav")))
-    info = json.loads(open(followed.sidecar_path).read())["prior"]
+    followed, side, out = _transition_of_files(tmp_path, a, b, "followed")
+    info = side["prior"]
     assert abs(info["stretch_factor"] - 175.0 / 184.6) < 0.02, info
     assert abs(info["tempo_b_other_reading_bpm"] / 123.0 - 1.0) < 0.01
     assert len([w for w in followed.warnings if "--b-bpm 123.0" in w]) == 1
-    out = load_audio(followed.path)
-    join_a = int(info["join_a_s"] * RATE)
-    hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])          # B alone, the 4 s after the crossfade
-    assert len(hits) >= 8
-    beat = 60.0 / 175.0 * RATE                                      # A's beats: 100 ms + k beats
-    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
-    assert np.max(np.abs(grid_err)) * beat / RATE < 0.010
+    assert _b_off_a_grid_ms(out, info["join_a_s"], 60.0 / 175.0) < 10.0
 
-    named = render(RenderRequest(**base, b_bpm=123.0, output=str(tmp_path / "named.wav")))
-    info = json.loads(open(named.sidecar_path).read())["prior"]
-    assert "tempo_b_other_reading_bpm" not in info and abs(info["tempo_b_bpm"] / 123.0 - 1.0) < 0.01
+    named, side, _ = _transition_of_files(tmp_path, a, b, "named", b_bpm=123.0)
+    assert "tempo_b_other_reading_bpm" not in side["prior"] and abs(side["prior"]["tempo_b_bpm"] / 123.0 - 1.0) < 0.01
     assert not [w for w in named.warnings if "--b-bpm" in w]
 
 
