@@ -252,6 +252,10 @@ def test_a_transition_follows_a_s_stronger_pulse_and_says_so_unless_the_daw_name
     named, side, _ = _transition_of_files(tmp_path, a, b, "named", bpm=123.0)
     assert "tempo_a_other_reading_bpm" not in side["prior"] and abs(side["prior"]["tempo_bpm"] / 123.0 - 1.0) < 0.01
     assert not [w for w in named.warnings if "--bpm" in w]
+    # A grid phase from the DAW names A's grid too: the rule would re-track A and lose it.
+    gridded, side, _ = _transition_of_files(tmp_path, a, b, "gridded", beat_offset_s=0.1)
+    assert "tempo_a_other_reading_bpm" not in side["prior"] and abs(side["prior"]["tempo_bpm"] / 123.0 - 1.0) < 0.01
+    assert not [w for w in gridded.warnings if "--bpm" in w]
 
 
 def test_clip_b_is_read_on_its_stronger_pulse_too_unless_its_tempo_is_given(tmp_path):

@@ -413,7 +413,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     more than `search_s` from the requested one (B's measured in its stretched time), the
     phase shift included: 0 keeps both. Where A's onsets repeat more strongly at the 3:2
     reading of its tracked beat (`metre_alternative`), B follows that reading, unless
-    `follow_stronger_pulse` is off (the DAW named the tempo); B's own beat is read the same
+    `follow_stronger_pulse` is off (the DAW named the tempo or the grid); B's own beat is read the same
     way unless `b_bpm` names it. The info records each reading not taken.
     """
     import pedalboard
