@@ -76,7 +76,7 @@ def plot_pair(wa: Q.Window, wb: Q.Window, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine.metrics import beat_pattern
+    from engine.metrics import beat_pattern, log_mel
 
     a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
     src = make_sources(["a"], [a_in], RATE)[0]
@@ -88,7 +88,7 @@ def plot_pair(wa: Q.Window, wb: Q.Window, path: Path) -> None:
         lo, hi = g0 - s(Q.BEAT_SIDE_S), min(mix.shape[1], g1 + s(Q.BEAT_SIDE_S))
         pattern = beat_pattern(mix, lo, g0, period, RATE)
         t0 = (int(np.argmax(pattern)) + 0.5) / len(pattern) * period     # a beat's phase on the timeline
-        mel = Q.log_mel(mix[:, lo:hi], RATE, n_fft=2048, n_mels=96)
+        mel = log_mel(mix[:, lo:hi], RATE, n_fft=2048, n_mels=96)
         top = float(mel.max())
         ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 12.0, vmax=top,
                   extent=(0, (hi - lo) / RATE, 0, mel.shape[0]))

@@ -27,8 +27,8 @@ _GROUPS = {"start_s": "region", "end_s": "region", "duration_s": "region", "b_st
            "crossfade_s": "region", "reference": "style", "strength": "style", "style_loss": "style",
            "style_weight": "style", "style_t_range": "style", "prior": "retrieval prior", "sources": "retrieval prior",
            "candidate": "retrieval prior", "refine_strength": "retrieval prior", "refine_span": "retrieval prior",
-           "bpm": "retrieval prior", "b_bpm": "retrieval prior", "beat_offset_s": "retrieval prior", "output": "output", "span": "output",
-           "bit_depth": "output", "variations": "output", "overwrite": "output"}
+           "bpm": "retrieval prior", "b_bpm": "retrieval prior", "beat_offset_s": "retrieval prior", "output": "output",
+           "span": "output", "bit_depth": "output", "variations": "output", "overwrite": "output"}
 
 TASK_HELP = {
     "infill": "fill a region from the audio around it",

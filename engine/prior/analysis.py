@@ -154,7 +154,7 @@ def onset_autocorrelation(onset: np.ndarray) -> np.ndarray:
     return ac / max(ac[0], 1e-12)
 
 
-def metre_alternative(an: "Analysis") -> Optional[float]:
+def metre_alternative(an: Analysis) -> Optional[float]:
     """The 3:2 reading of a tracked beat (BPM) where the onsets repeat more strongly at it, else None.
 
     Compound and simple metre share their eighth notes: a 6/8 piece at 123 BPM is as
