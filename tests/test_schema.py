@@ -208,8 +208,11 @@ def test_values_of_the_wrong_type_are_invalid_requests_not_internal_errors(field
     ({"task": "style", "reference": "/r.wav", "texture_iterations": 1001}, "within [0, 1000]"),
     ({"task": "style", "reference": "/r.wav", "texture_iterations": -1}, "within [0, 1000]"),
     ({"task": "style", "reference": "/r.wav", "texture_iterations": 2.5}, "must be an integer"),
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "b_bpm": 10.0}, "within [20.0, 400.0]"),
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "b_bpm": float("nan")}, "must be finite"),
+    ({"task": "transition", "audio": ["/a.wav", "/b.wav"], "b_bpm": "fast"}, "must be a number"),
 ])
-def test_join_search_and_texture_iterations_refuse_values_outside_their_declaration(fields, words):
+def test_join_search_texture_iterations_and_b_bpm_refuse_values_outside_their_declaration(fields, words):
     with pytest.raises(InvalidRequest) as e:
         request_from_mapping({**BASE, **fields})
     assert e.value.code == "invalid_request" and words in e.value.message
