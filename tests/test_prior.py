@@ -212,19 +212,19 @@ def test_a_pulse_heard_two_ways_names_the_stronger_reading():
         assert metre_alternative(analyse(drum_loop(bpm, 20.0), RATE)) is None
 
 
-def _transition_of_files(tmp_path, a: np.ndarray, b: np.ndarray, name: str, **fields):
-    """A transition of A (joined at 12 s) into B (from 3 s) rendered from files: (result, sidecar, output)."""
+def _transition_of_files(tmp_path, a: np.ndarray, b: np.ndarray, name: str, start_s: float = 12.0, **fields):
+    """A transition of A (joined at `start_s`) into B (from 3 s) rendered from files: (result, sidecar, output)."""
     from engine.audio_io import load_audio, write_audio_atomic
     paths = [str(tmp_path / f"{name}-{side}.wav") for side in ("a", "b")]
     for path, audio in zip(paths, (a, b)):
         write_audio_atomic(path, audio, RATE, bit_depth=32)
-    result = render(RenderRequest(task="transition", audio=tuple(paths), start_s=12.0, b_start_s=3.0, crossfade_s=2.0,
+    result = render(RenderRequest(task="transition", audio=tuple(paths), start_s=start_s, b_start_s=3.0, crossfade_s=2.0,
                                   refine_strength=0.0, output=str(tmp_path / f"{name}.wav"), **fields))
     return result, json.loads(open(result.sidecar_path).read()), load_audio(result.path)
 
 
-def _b_off_a_grid_ms(out: np.ndarray, join_a_s: float, beat_s: float) -> float:
-    """The worst distance (ms) of B's hits, over the 4 s after a 2 s crossfade, from A's beats at 100 ms + k beats.
+def _b_off_a_grid_ms(out: np.ndarray, join_a_s: float, beat_s: float, origin_s: float = 0.1) -> float:
+    """The worst distance (ms) of B's hits, over the 4 s after a 2 s crossfade, from A's beats at `origin_s` + k beats.
 
     Only 4 s: pedalboard's stretch runs about 0.2 % off the factor asked (below the
     tracker's resolution), so further on B's beats drift by about 0.7 ms a beat.
@@ -233,8 +233,24 @@ def _b_off_a_grid_ms(out: np.ndarray, join_a_s: float, beat_s: float) -> float:
     hits = _hits(out[:, join_a + RATE:join_a + 5 * RATE])
     assert len(hits) >= 8
     beat = beat_s * RATE
-    grid_err = ((hits + join_a + RATE - 0.1 * RATE) / beat + 0.5) % 1.0 - 0.5
+    grid_err = ((hits + join_a + RATE - origin_s * RATE) / beat + 0.5) % 1.0 - 0.5
     return float(np.max(np.abs(grid_err)) * beat_s * 1000.0)
+
+
+def test_b_follows_the_tempo_of_the_music_before_the_join_not_the_clip_average(tmp_path):
+    """A band that pushes from 119.4 to 120 BPM for its last 30 s: the whole clip's grid averages about
+    119.6, and B stretched to that drifts off A's last beats by a few ms a bar. B must run at 120."""
+    beats_1 = 120
+    first_s = beats_1 * 60.0 / 119.4
+    first = drum_loop(119.4, first_s + 1.0, chords=False)[:, :int(round((first_s + 0.1) * RATE))]
+    a = np.concatenate([first, drum_loop(120.0, 30.0, chords=False, offset=0.0)], axis=1)
+    b = drum_loop(100.0, 16.0, chords=False, offset=0.23)
+    result, side, out = _transition_of_files(tmp_path, a, b, "pushed", start_s=first_s + 24.0)
+    info = side["prior"]
+    assert abs(info["tempo_bpm"] / 120.0 - 1.0) < 0.001, info
+    assert abs(info["tempo_a_clip_bpm"] / 120.0 - 1.0) > 0.001     # the whole clip's reading, recorded
+    assert abs(info["stretch_factor"] - 1.2) < 0.01
+    assert _b_off_a_grid_ms(out, info["join_a_s"], 0.5, origin_s=first_s + 0.1) < 10.0
 
 
 def test_a_transition_follows_a_s_stronger_pulse_and_says_so_unless_the_daw_names_the_tempo(tmp_path):
