@@ -61,6 +61,12 @@ def reads_one_grid(track: np.ndarray, join: int, moves_s: tuple[float, ...] = (-
     return all(abs(own_floor_ms(track, join + s(m))) < quarter_ms for m in moves_s)
 
 
+def against_own_ms(offset_ms: float, own_ms: float, period_s: float) -> float:
+    """B's offset less A's own over the same span (both against the metric's grid), wrapped to +-half a beat."""
+    beat = 1000.0 * period_s
+    return (offset_ms - own_ms + 0.5 * beat) % beat - 0.5 * beat
+
+
 def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
     """The prior's transition from A into B: B's beats after the crossfade against A's grid before it."""
     a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
@@ -72,7 +78,7 @@ def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
     # Where A's own hits fall over the same span, read the same way: the metric's period
     # error moves both alike, so their difference is B against A's real continuation.
     own = Q.beat_offset_across_ms(wa.track_audio, g0, g1, period) if g1 + s(Q.BEAT_SIDE_S) <= wa.frames else None
-    vs_own = None if own is None else (offset - own + 0.5 * 1000.0 * period) % (1000.0 * period) - 0.5 * 1000.0 * period
+    vs_own = None if own is None else against_own_ms(offset, own, period)
     return {"a": wa.track, "b": wb.track, "offset_ms": offset, "vs_own_ms": vs_own,
             "period_ms": 1000.0 * period, "beat_tracked": info.beat_tracked,
             "stretch_factor": info.extra.get("stretch_factor", 1.0), "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0),
@@ -152,7 +158,7 @@ def plot_tempo(wa: Q.Window, wb: Q.Window, path: Path, show_s: float = 2.0) -> N
         period = Q.beat_period_before_s(a_in, g0)
         offset = Q.beat_offset_across_ms(mix, g0, g1, period)
         own = Q.beat_offset_across_ms(wa.track_audio, g0, g1, period)
-        vs_own = (offset - own + 500.0 * period) % (1000.0 * period) - 500.0 * period
+        vs_own = against_own_ms(offset, own, period)
         ax.set_title(f"{wa.track} -> {wb.track}, {name}: {info.tempo_bpm:.2f} BPM; B's beats {vs_own:+.1f} ms off "
                      f"A's own ({offset:+.1f} ms off the metric's grid)", fontsize=8)
         ax.set_yticks([])
@@ -190,18 +196,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plot-tempo-out", type=Path, default=ROOT / "bench/results/spectrograms/transition_local_tempo.png")
     args = ap.parse_args(argv)
     ws = (Q.training_windows if args.split == "train" else Q.held_out_windows)(args.data, args.windows)
-    if args.plot:
-        by_name = {w.track: w for w in ws}
-        a_name, b_name = args.plot.split(",")
-        plot_pair(by_name[a_name], by_name[b_name], args.plot_out)
-        print(f"wrote {args.plot_out}")
-        return
-    if args.plot_tempo:
-        by_name = {w.track: w for w in ws}
-        a_name, b_name = args.plot_tempo.split(",")
-        plot_tempo(by_name[a_name], by_name[b_name], args.plot_tempo_out)
-        print(f"wrote {args.plot_tempo_out}")
-        return
+    for pair, draw, out in ((args.plot, plot_pair, args.plot_out), (args.plot_tempo, plot_tempo, args.plot_tempo_out)):
+        if pair:
+            by_name = {w.track: w for w in ws}
+            a_name, b_name = pair.split(",")
+            draw(by_name[a_name], by_name[b_name], out)
+            print(f"wrote {out}")
+            return
     joins = [w.start + s(Q.WIN_S / 2) for w in ws]
     floors = [own_floor_ms(w.track_audio, j) for w, j in zip(ws, joins)]
     ok = [w for w, f in zip(ws, floors) if abs(f) <= MEASURABLE_MS]
