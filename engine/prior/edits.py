@@ -523,6 +523,9 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
 
 
 PHASE_RESCORE = 5     # join pairs re-judged after B's phase shift
+# Onset patterns are folded on two beats: a kick and a snare fall apart there, so B's hits are
+# matched to A's by what they are, not only by where they fall in a beat (bench/transition_beats.py).
+PHASE_FOLD_BEATS = 2
 DIP_PENALTY = 0.5     # score units (unrelated material ~ 2) per dB of expected level change past 0.5 dB
 
 
@@ -557,15 +560,18 @@ def onset_phase_shift(a_mono: np.ndarray, an_a: Analysis, join_a: int, b_mono: n
 
     Tracked beats can sit on the off-beat; the onsets themselves cannot. The parts a
     listener hears alone are compared: A's `span_s` before the crossfade and B's
-    `span_s` after it. Each fine onset envelope (2.9 ms frames) is folded on A's beat
-    period onto the shared timeline (B's sample `join_b` plays at A's `join_a`), and
+    `span_s` after it. Each fine onset envelope (2.9 ms frames) is folded on two of A's
+    beats onto the shared timeline (B's sample `join_b` plays at A's `join_a`), and
     the circular cross-correlation of the two folded patterns (peak interpolated)
-    gives B's phase lag.
+    gives B's lag, taken modulo one beat. Folded on one beat, a pattern with two hits a
+    beat (kick and hat) matches itself half a beat off nearly as well; on two beats the
+    kick, the snare and the hats fall in different places.
     """
     if an_a.tempo_bpm is None:
         return 0
     rate = an_a.sample_rate
-    period = 60.0 / an_a.tempo_bpm * rate                              # samples
+    beat = 60.0 / an_a.tempo_bpm * rate
+    period = PHASE_FOLD_BEATS * beat                                   # samples
     nb = max(8, int(round(period / FINE_HOP)))
     half, span = xf // 2, int(span_s * rate)
 
@@ -590,8 +596,9 @@ def onset_phase_shift(a_mono: np.ndarray, an_a: Analysis, join_a: int, b_mono: n
     den = y0 - 2 * y1 + y2
     frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5)) if den < 0 else 0.0
     lag = (i + frac) / nb * period                                     # samples B's hits come late, in [0, period)
-    if lag > period / 2:
-        lag -= period
+    lag = lag % beat
+    if lag > beat / 2:
+        lag -= beat
     return int(round(lag))      # B late by `lag`: start B that much later in its own time
 
 
