@@ -61,10 +61,20 @@ def reads_one_grid(track: np.ndarray, join: int, moves_s: tuple[float, ...] = (-
     return all(abs(own_floor_ms(track, join + s(m))) < quarter_ms for m in moves_s)
 
 
-def against_own_ms(offset_ms: float, own_ms: float, period_s: float) -> float:
-    """B's offset less A's own over the same span (both against the metric's grid), wrapped to +-half a beat."""
-    beat = 1000.0 * period_s
-    return (offset_ms - own_ms + 0.5 * beat) % beat - 0.5 * beat
+def read_offsets(wa: Q.Window, a_in: np.ndarray, mix: np.ndarray, g0: int, g1: int) -> tuple[float, float, float | None]:
+    """(the metric's period s, B's offset ms against its grid, B's offset ms against A's own hits there).
+
+    A's own hits are A's track running on untouched over the same span, read the same way:
+    the metric's period error moves both alike, so their difference (wrapped to +-half a
+    beat) is B against A's real continuation. None where A's track ends too soon.
+    """
+    period = Q.beat_period_before_s(a_in, g0)
+    offset = Q.beat_offset_across_ms(mix, g0, g1, period)
+    if g1 + s(Q.BEAT_SIDE_S) > wa.frames:
+        return period, offset, None
+    beat = 1000.0 * period
+    own = Q.beat_offset_across_ms(wa.track_audio, g0, g1, period)
+    return period, offset, (offset - own + 0.5 * beat) % beat - 0.5 * beat
 
 
 def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
@@ -73,12 +83,7 @@ def pair_offset_ms(wa: Q.Window, wb: Q.Window) -> dict:
     src = make_sources(["a"], [a_in], RATE)[0]
     b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
     mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
-    period = Q.beat_period_before_s(a_in, g0)
-    offset = Q.beat_offset_across_ms(mix, g0, g1, period)
-    # Where A's own hits fall over the same span, read the same way: the metric's period
-    # error moves both alike, so their difference is B against A's real continuation.
-    own = Q.beat_offset_across_ms(wa.track_audio, g0, g1, period) if g1 + s(Q.BEAT_SIDE_S) <= wa.frames else None
-    vs_own = None if own is None else against_own_ms(offset, own, period)
+    period, offset, vs_own = read_offsets(wa, a_in, mix, g0, g1)
     return {"a": wa.track, "b": wb.track, "offset_ms": offset, "vs_own_ms": vs_own,
             "period_ms": 1000.0 * period, "beat_tracked": info.beat_tracked,
             "stretch_factor": info.extra.get("stretch_factor", 1.0), "phase_shift_ms": info.extra.get("phase_shift_ms", 0.0),
@@ -141,12 +146,14 @@ def plot_tempo(wa: Q.Window, wb: Q.Window, path: Path, show_s: float = 2.0) -> N
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from engine.prior.analysis import fine_onset
+    from engine.prior.analysis import LOCAL_TEMPO_SPAN_S, fine_onset
 
     a_in, b_in, join_a, join_b, xf = Q.transition_inputs(wa, wb)
     src = make_sources(["a"], [a_in], RATE)[0]
     fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), squeeze=False)
-    for ax, (span, name) in zip(axes[:, 0], ((0.0, "A's whole-clip tempo"), (30.0, "A's tempo over the 30 s before the join (the default)"))):
+    spans = ((0.0, "A's whole-clip tempo"),
+             (LOCAL_TEMPO_SPAN_S, f"A's tempo over the {LOCAL_TEMPO_SPAN_S:.0f} s before the join (the default)"))
+    for ax, (span, name) in zip(axes[:, 0], spans):
         b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf, tempo_span_s=span)
         mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
         hi = g1 + s(Q.BEAT_SIDE_S)
@@ -155,10 +162,7 @@ def plot_tempo(wa: Q.Window, wb: Q.Window, path: Path, show_s: float = 2.0) -> N
                              (mix, dict(color="tab:red", lw=1.0, label="the transition (B)"))):
             env, centres = fine_onset(audio.mean(axis=0), RATE, lo, hi)
             ax.plot((centres - g1) / RATE, env / max(float(env.max()), 1e-9), **style)
-        period = Q.beat_period_before_s(a_in, g0)
-        offset = Q.beat_offset_across_ms(mix, g0, g1, period)
-        own = Q.beat_offset_across_ms(wa.track_audio, g0, g1, period)
-        vs_own = against_own_ms(offset, own, period)
+        _, offset, vs_own = read_offsets(wa, a_in, mix, g0, g1)
         ax.set_title(f"{wa.track} -> {wb.track}, {name}: {info.tempo_bpm:.2f} BPM; B's beats {vs_own:+.1f} ms off "
                      f"A's own ({offset:+.1f} ms off the metric's grid)", fontsize=8)
         ax.set_yticks([])
@@ -230,8 +234,9 @@ def main(argv: list[str] | None = None) -> None:
         if v:
             print(f"{name}: {v['pairs']} pairs, within 10 ms {v['within_10ms']:.0%}, median |offset| "
                   f"{v['median_abs_ms']:.1f} ms, mean {v['mean_abs_ms']:.1f} ms, a quarter beat or more off "
-                  f"{v['off_by_a_quarter_beat_or_more']:.0%}; against A's own hits there: within 10 ms "
-                  f"{v['vs_own_within_10ms']:.0%} of {v['vs_own_pairs']}, median {v['vs_own_median_abs_ms']:.1f} ms")
+                  f"{v['off_by_a_quarter_beat_or_more']:.0%}" + (
+                      f"; against A's own hits there: within 10 ms {v['vs_own_within_10ms']:.0%} of "
+                      f"{v['vs_own_pairs']}, median {v['vs_own_median_abs_ms']:.1f} ms" if v["vs_own_pairs"] else ""))
     if args.json:
         args.json.write_text(json.dumps({**summaries, "pairs": rows}, indent=1))
 

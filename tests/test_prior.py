@@ -245,7 +245,7 @@ def test_b_follows_the_tempo_of_the_music_before_the_join_not_the_clip_average(t
     first = drum_loop(119.4, first_s + 1.0, chords=False)[:, :int(round((first_s + 0.1) * RATE))]
     a = np.concatenate([first, drum_loop(120.0, 30.0, chords=False, offset=0.0)], axis=1)
     b = drum_loop(100.0, 16.0, chords=False, offset=0.23)
-    result, side, out = _transition_of_files(tmp_path, a, b, "pushed", start_s=first_s + 24.0)
+    _, side, out = _transition_of_files(tmp_path, a, b, "pushed", start_s=first_s + 24.0)
     info = side["prior"]
     assert abs(info["tempo_bpm"] / 120.0 - 1.0) < 0.001, info
     assert abs(info["tempo_a_clip_bpm"] / 120.0 - 1.0) > 0.001     # the whole clip's reading, recorded
