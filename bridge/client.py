@@ -292,8 +292,10 @@ def _progress_printer(quiet: bool) -> ProgressFn:
             return
         eta = ev.get("eta_s")
         eta_text = f", {eta:.1f} s left" if isinstance(eta, (int, float)) else ""
+        stage = ev.get("stage")
+        doing = f": {stage}" if isinstance(stage, str) and stage != "sampling" else ""
         sys.stderr.write(f"segue: {100 * float(ev.get('fraction', 0)):5.1f}% "
-                         f"(step {ev.get('step')}/{ev.get('total')}{eta_text})\n")
+                         f"(step {ev.get('step')}/{ev.get('total')}{eta_text}){doing}\n")
         sys.stderr.flush()
     return show
 

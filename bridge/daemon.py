@@ -410,7 +410,7 @@ class DeviceSupervisor:
         m = self.manager
         if isinstance(msg, wm.Progress):
             m.emit("progress", self._running, {"step": msg.step, "total": msg.total, "elapsed_s": msg.elapsed_s,
-                                               "eta_s": msg.eta_s,
+                                               "eta_s": msg.eta_s, "stage": msg.stage,
                                                "fraction": msg.step / msg.total if msg.total else 1.0})
             return False
         if isinstance(msg, wm.Started):

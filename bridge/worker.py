@@ -167,9 +167,10 @@ def _run(conn: Any, job_id: str, request: Any, render: Callable[..., Any], cache
 
     def on_progress(ev: ProgressEvent) -> None:
         now = time.monotonic()
-        if ev.step >= ev.total or now - last[0] >= PROGRESS_INTERVAL_S:
+        # A stage (a long step outside the sampler) is rare and says what is happening: never dropped.
+        if ev.step >= ev.total or ev.stage != "sampling" or now - last[0] >= PROGRESS_INTERVAL_S:
             last[0] = now
-            conn.send(wm.Progress(job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s))
+            conn.send(wm.Progress(job_id, ev.step, ev.total, ev.elapsed_s, ev.eta_s, ev.stage))
 
     try:
         model = cache.get(request.model)

@@ -42,6 +42,7 @@ class Progress:
     total: int
     elapsed_s: float
     eta_s: Optional[float]
+    stage: str = "sampling"     # or what a long step that is not a sampler step is doing
 
 
 @dataclass(frozen=True)

@@ -137,14 +137,15 @@ class ProgressBar:
     def __call__(self, ev: ProgressEvent) -> None:
         pct = int(ev.fraction * 100)
         eta = f"{ev.eta_s:5.1f}s" if ev.eta_s is not None else "  ?  "
+        doing = "" if ev.stage == "sampling" else f" {ev.stage}"    # a long step that is not a sampler step
         if self.tty:
             filled = int(ev.fraction * self.width)
             bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {ev.step}/{ev.total} {pct:3d}% ETA {eta}")
+            self.stream.write(f"\r[{bar}] {ev.step}/{ev.total} {pct:3d}% ETA {eta}{doing}\033[K")
             if ev.step == ev.total:
                 self.stream.write("\n")
-        elif pct // 10 != self._last_pct // 10 or ev.step == ev.total:
-            self.stream.write(f"progress {ev.step}/{ev.total} {pct}% ETA {eta}\n")
+        elif doing or pct // 10 != self._last_pct // 10 or ev.step == ev.total:
+            self.stream.write(f"progress {ev.step}/{ev.total} {pct}% ETA {eta}{doing}\n")
         self._last_pct = pct
         self.stream.flush()
 

@@ -71,6 +71,18 @@ class ProgressTracker:
             eta = elapsed / self.done * (self.total - self.done) if self.done else None
             self.callback(ProgressEvent(self.done, self.total, elapsed, eta, self.stage))
 
+    def note(self, stage: str) -> None:
+        """Say what a long step that is not a sampler step is about to do (no step counted).
+
+        A cancel stops the render there, before the step; one the callback itself asks for too.
+        """
+        if self.callback is not None:
+            elapsed = time.monotonic() - self._t0
+            eta = elapsed / self.done * (self.total - self.done) if self.done else None
+            self.callback(ProgressEvent(self.done, self.total, elapsed, eta, stage))
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+
     def step_callback(self) -> Callable[[int, int], None]:
         """A `(step, total)` callback for one sampler pass that feeds this tracker."""
         def on_step(step: int, total: int) -> None:

@@ -114,6 +114,7 @@ def test_progress_is_published_per_job_then_exactly_one_done(daemon, peer):
         sub.close()
     fractions = [e["fraction"] for e in events if e["type"] == "progress"]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 3
+    assert {e["stage"] for e in events if e["type"] == "progress"} == {"sampling"}   # an infill: sampler steps only
     assert [e["type"] for e in events].count("done") == 1
     assert all(e["id"] == "prog-1" for e in events)
 

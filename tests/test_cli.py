@@ -41,6 +41,19 @@ def test_infill_renders_with_progress_and_a_reproducible_sidecar(song, tmp_path)
     assert np.array_equal(load_audio(str(out2)), audio)
 
 
+def test_the_progress_bar_names_a_long_step_outside_the_sampler_as_it_starts():
+    import io
+    from engine.cli import ProgressBar
+    from engine.progress import ProgressEvent
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(ProgressEvent(0, 32, 0.1, None, "stretching the whole of clip B (x1.333, 304 s)"))
+    bar(ProgressEvent(32, 32, 40.0, 0.0))
+    lines = out.getvalue().splitlines()
+    assert lines == ["progress 0/32 0% ETA   ?   stretching the whole of clip B (x1.333, 304 s)",
+                     "progress 32/32 100% ETA   0.0s"]
+
+
 @pytest.mark.parametrize("args,code", [
     (["infill", "{missing}", "--start", "1", "--end", "2"], "file_not_found"),
     (["infill", "{song}", "--start", "3", "--end", "9", "--model", "analytic"], "region_out_of_range"),

@@ -472,3 +472,48 @@ def test_analyses_are_remembered_by_content_until_the_cache_is_cleared():
     clear_analysis_cache()
     again = cached_analysis(audio, RATE)
     assert again is not first and again.tempo_bpm == first.tempo_bpm
+
+
+def test_pedalboards_stretch_of_a_clips_start_is_the_start_of_its_whole_stretch():
+    """What lets a transition read a long B's joins on its start and stretch the whole clip once: all
+    but the prefix's last tens of milliseconds (the stretcher's flush) are the same samples."""
+    from engine.prior.edits import STRETCH_FLUSH_S, _time_stretch
+    b = drum_loop(100.0, 12.0, seed=5)
+    whole, start = _time_stretch(b, RATE, 1.2), _time_stretch(b[:, :6 * RATE], RATE, 1.2)
+    n = start.shape[1] - STRETCH_FLUSH_S * RATE
+    assert np.array_equal(whole[:, :n], start[:, :n])
+    assert not np.allclose(whole[:, :start.shape[1]], start, atol=1e-6)   # the flush itself differs
+
+
+def test_a_long_clip_b_is_read_on_its_start_stretched_whole_once_and_says_so_as_it_goes(tmp_path, monkeypatch):
+    """Its joins are chosen on the part of B they can reach; the output still holds the whole of B at
+    A's tempo, on A's beats; each long step is announced to the progress callback, where a cancel stops it."""
+    import engine.prior.edits as edits
+    from engine.errors import Cancelled
+    from engine.progress import CancelToken
+    monkeypatch.setattr(edits, "B_READ_AFTER_JOIN_S", 4.0)     # B's read part: 3 s + 1.5 x (4 + 4) s + 2 s of 30
+    a = drum_loop(120.0, 16.0, chords=False)
+    b = drum_loop(100.0, 30.0, chords=False, offset=0.23)
+    req = RenderRequest(task="transition", audio=(PCMAudio(a, RATE), PCMAudio(b, RATE)), start_s=12.0, b_start_s=3.0,
+                        crossfade_s=2.0, refine_strength=0.0)
+    stages = []
+    out = render_audio(req, progress=lambda ev: stages.append(ev.stage) if ev.stage != "sampling" else None)
+    info = out.info
+    assert abs(info["stretch_factor"] - 1.2) < 0.01 and "stretch_prefix_difference" not in info
+    assert [s for s in stages if s.startswith("stretching clip B")] and stages[-1].startswith("stretching the whole")
+    assert stages[-1].endswith("30 s)") and all(s.endswith("17 s)") for s in stages if s.startswith("stretching clip B"))
+    join_a = int(info["join_a_s"] * RATE)
+    expected = join_a + (b.shape[1] / info["stretch_factor"] - info["join_b_s"] * RATE)
+    assert abs(out.audio.shape[1] - expected) < 0.01 * RATE          # all of B, at A's tempo
+    assert _b_off_a_grid_ms(out.audio, info["join_a_s"], 0.5) < 10.0
+
+    token, stretched_s = CancelToken(), []
+    stretch = edits._time_stretch
+    monkeypatch.setattr(edits, "_time_stretch", lambda x, *args: stretched_s.append(x.shape[1] / RATE) or stretch(x, *args))
+
+    def cancel_at_the_whole_stretch(ev):
+        if ev.stage.startswith("stretching the whole"):
+            token.cancel()
+    with pytest.raises(Cancelled):
+        render_audio(req, progress=cancel_at_the_whole_stretch, cancel=token)
+    assert stretched_s and max(stretched_s) < 18.0             # stopped before the whole clip was stretched

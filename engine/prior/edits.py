@@ -17,7 +17,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -406,7 +406,8 @@ def _tempo_miss(a: Analysis, b: Analysis) -> float:
 
 def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
                      search_s: float = 4.0, follow_stronger_pulse: bool = True, b_bpm: Optional[float] = None,
-                     tempo_span_s: float = LOCAL_TEMPO_SPAN_S) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
+                     tempo_span_s: float = LOCAL_TEMPO_SPAN_S, on_stage: Optional[Callable[[str], None]] = None,
+                     ) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
 
     Returns (B as placed, its analysis, join in A, join in B, info). Without beat grids
@@ -418,9 +419,16 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     way unless `b_bpm` names it. The info records each reading not taken. B is stretched to
     A's tempo over the `tempo_span_s` before the join (`local_tempo_bpm`; 0 keeps the whole
     clip's), a refinement within 0.6 %, which the info records as `tempo_a_clip_bpm`.
-    """
-    import pedalboard
 
+    A long B is read on its part the joins can reach: up to the requested join, the search
+    zone and `B_READ_AFTER_JOIN_S` more (with room for a stretch of 1.5x). That part is
+    stretched, its grid read (the corrective stretch runs on it too) and the joins chosen;
+    then the whole clip is stretched once, at the factor chosen. A stretched prefix is the
+    start of the whole stretch, sample for sample but for its flushed last tens of
+    milliseconds (`STRETCH_FLUSH_S`, far past any join), so the joins hold; were it ever
+    not, the info would say by how much. The returned analysis covers the part read.
+    `on_stage(text)` is told before each long step (a front end shows it, and may cancel there).
+    """
     an_a = a_src.analysis
     rate = an_a.sample_rate
     read_bpm = an_a.tempo_bpm
@@ -432,6 +440,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     if tempo_span_s > 0 and (local := local_tempo_bpm(an_a, join_a, tempo_span_s)) is not None:
         # B follows the music just before the join, not the clip's average (its grid stays A's).
         an_a = replace(an_a, tempo_bpm=local)
+    stage = on_stage or (lambda text: None)
+    stage("reading clip B's beat")
     an_b0 = analyse(b_audio, rate, bpm_hint=b_bpm)
     read_b_bpm = an_b0.tempo_bpm
     if b_bpm is None and (alt := metre_alternative(an_b0)) is not None:
@@ -439,9 +449,14 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     factor = tempo_match(an_a, an_b0)
     b, an_b = b_audio, an_b0
     if factor != 1.0:
+        # Joins and the stretched grid are read on the part of B they can reach; a long B is
+        # stretched whole once, at the end.
+        read_to = int(join_b + 1.5 * (search_s + B_READ_AFTER_JOIN_S) * rate + xf)
+        b_read = b_audio if read_to >= b_audio.shape[1] else b_audio[:, :read_to]
+
         def stretched(f: float) -> tuple[np.ndarray, Analysis]:
-            out = pedalboard.time_stretch(np.ascontiguousarray(b_audio, np.float32), float(rate), stretch_factor=f)
-            out = np.ascontiguousarray(out, np.float32)
+            stage(f"stretching clip B to A's tempo (x{f:.3f}, {b_read.shape[1] / rate:.0f} s)")
+            out = _time_stretch(b_read, rate, f)
             return out, analyse(out, rate, bpm_hint=an_a.tempo_bpm)
 
         b, an_b = stretched(factor)
@@ -514,6 +529,16 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     if scored:
         info.extra["join_score"] = scored[0][0]
         join_a, join_b = scored[0][1], scored[0][2]
+    if factor != 1.0 and b_read is not b_audio:
+        stage(f"stretching the whole of clip B (x{factor:.3f}, {b_audio.shape[1] / rate:.0f} s)")
+        whole = _time_stretch(b_audio, rate, factor)
+        n = min(b.shape[1], whole.shape[1]) - STRETCH_FLUSH_S * rate   # a prefix's own end is flushed
+        if n > 0 and not np.array_equal(whole[:, :n], b[:, :n]):
+            # Not seen with pedalboard's Rubber Band (tests/test_prior.py checks it): the time
+            # map is the factor's either way, so the joins stand; the sidecar says so.
+            diff = float(np.sqrt(np.mean((whole[:, :n] - b[:, :n]) ** 2) / (np.mean(b[:, :n] ** 2) + 1e-20)))
+            info.extra["stretch_prefix_difference"] = round(diff, 6)
+        b = whole
     info.segments = [
         {"source": a_src.name, "source_start_s": 0.0, "source_end_s": round(join_a / rate, 6), "at_s": 0.0},
         {"source": b_name, "source_start_s": round(join_b * factor / rate, 6),
@@ -522,6 +547,15 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     return b, an_b, join_a, join_b, info
 
 
+def _time_stretch(audio: np.ndarray, rate: int, factor: float) -> np.ndarray:
+    """pedalboard's Rubber Band stretch (factor > 1 shortens), float32 and contiguous both ways."""
+    import pedalboard
+    out = pedalboard.time_stretch(np.ascontiguousarray(audio, np.float32), float(rate), stretch_factor=float(factor))
+    return np.ascontiguousarray(out, np.float32)
+
+
+B_READ_AFTER_JOIN_S = 40.0   # of B past its join search zone, where its stretched grid and joins are read
+STRETCH_FLUSH_S = 1           # the end of a stretched prefix that differs from the whole stretch (about 60 ms)
 PHASE_RESCORE = 5     # join pairs re-judged after B's phase shift
 # Onset patterns are folded on two beats: a kick and a snare fall apart there, so B's hits are
 # matched to A's by what they are, not only by where they fall in a beat (bench/transition_beats.py).
