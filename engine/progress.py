@@ -83,6 +83,11 @@ class ProgressTracker:
         if self.cancel is not None:
             self.cancel.raise_if_cancelled()
 
+    def check(self) -> None:
+        """Raise `Cancelled` if the job was cancelled (for long steps that poll between their own chunks)."""
+        if self.cancel is not None:
+            self.cancel.raise_if_cancelled()
+
     def step_callback(self) -> Callable[[int, int], None]:
         """A `(step, total)` callback for one sampler pass that feeds this tracker."""
         def on_step(step: int, total: int) -> None:

@@ -487,7 +487,7 @@ def transition(model: Model, audios: Sequence[np.ndarray], request: RenderReques
         daw_grid = request.bpm is not None or request.beat_offset_s is not None   # A's grid, named by the DAW
         b2, _, ja, jb, info = transition_prior(src_a, b, _source_name(request.audio[1]), join_a, join_b, xf,
                                                search_s=request.join_search_s, follow_stronger_pulse=not daw_grid,
-                                               b_bpm=request.b_bpm, on_stage=tracker.note)
+                                               b_bpm=request.b_bpm, on_stage=tracker.note, poll=tracker.check)
         mix, g0, g1 = transition_mix(a, b2, ja, jb, xf)
         info.extra.update({"join_a_s": round(ja / rate, 6), "join_b_s": round(jb / rate, 6)})
         return _refine(model, mix, mix, g0, g1, [g0, g1], request.replace(refine_span="gap"), generator, tracker,

@@ -517,3 +517,20 @@ def test_a_long_clip_b_is_read_on_its_start_stretched_whole_once_and_says_so_as_
     with pytest.raises(Cancelled):
         render_audio(req, progress=cancel_at_the_whole_stretch, cancel=token)
     assert stretched_s and max(stretched_s) < 18.0             # stopped before the whole clip was stretched
+
+
+def test_a_running_stretch_lets_a_cancel_through_and_otherwise_gives_the_same_samples():
+    """A whole track's stretch takes tens of seconds in native code; it runs on a thread of its own
+    while the render polls for a cancel, so a cancel need not wait for it."""
+    from engine.errors import Cancelled
+    from engine.prior.edits import _time_stretch
+    b = drum_loop(100.0, 10.0, seed=2)
+    polls = []
+
+    def cancelled() -> None:
+        polls.append(1)
+        raise Cancelled("the job was cancelled")
+    with pytest.raises(Cancelled):
+        _time_stretch(b, RATE, 1.2, cancelled)
+    assert polls == [1]
+    assert np.array_equal(_time_stretch(b, RATE, 1.2, lambda: None), _time_stretch(b, RATE, 1.2))

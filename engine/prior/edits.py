@@ -407,7 +407,7 @@ def _tempo_miss(a: Analysis, b: Analysis) -> float:
 def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: int, join_b: int, xf: int, *,
                      search_s: float = 4.0, follow_stronger_pulse: bool = True, b_bpm: Optional[float] = None,
                      tempo_span_s: float = LOCAL_TEMPO_SPAN_S, on_stage: Optional[Callable[[str], None]] = None,
-                     ) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
+                     poll: Optional[Callable[[], None]] = None) -> tuple[np.ndarray, Analysis, int, int, PriorInfo]:
     """B stretched to A's tempo, and the beat-aligned join points nearest the requested ones that match best.
 
     Returns (B as placed, its analysis, join in A, join in B, info). Without beat grids
@@ -427,7 +427,8 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     start of the whole stretch, sample for sample but for its flushed last tens of
     milliseconds (`STRETCH_FLUSH_S`, far past any join), so the joins hold; were it ever
     not, the info would say by how much. The returned analysis covers the part read.
-    `on_stage(text)` is told before each long step (a front end shows it, and may cancel there).
+    `on_stage(text)` is told before each long step (a front end shows it, and may cancel there);
+    `poll()` is called while a stretch runs (it raises to cancel).
     """
     an_a = a_src.analysis
     rate = an_a.sample_rate
@@ -456,7 +457,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
 
         def stretched(f: float) -> tuple[np.ndarray, Analysis]:
             stage(f"stretching clip B to A's tempo (x{f:.3f}, {b_read.shape[1] / rate:.0f} s)")
-            out = _time_stretch(b_read, rate, f)
+            out = _time_stretch(b_read, rate, f, poll)
             return out, analyse(out, rate, bpm_hint=an_a.tempo_bpm)
 
         b, an_b = stretched(factor)
@@ -531,7 +532,7 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
         join_a, join_b = scored[0][1], scored[0][2]
     if factor != 1.0 and b_read is not b_audio:
         stage(f"stretching the whole of clip B (x{factor:.3f}, {b_audio.shape[1] / rate:.0f} s)")
-        whole = _time_stretch(b_audio, rate, factor)
+        whole = _time_stretch(b_audio, rate, factor, poll)
         n = min(b.shape[1], whole.shape[1]) - STRETCH_FLUSH_S * rate   # a prefix's own end is flushed
         if n > 0 and not np.array_equal(whole[:, :n], b[:, :n]):
             # Not seen with pedalboard's Rubber Band (tests/test_prior.py checks it): the time
@@ -547,15 +548,39 @@ def transition_prior(a_src: Source, b_audio: np.ndarray, b_name: str, join_a: in
     return b, an_b, join_a, join_b, info
 
 
-def _time_stretch(audio: np.ndarray, rate: int, factor: float) -> np.ndarray:
-    """pedalboard's Rubber Band stretch (factor > 1 shortens), float32 and contiguous both ways."""
+def _time_stretch(audio: np.ndarray, rate: int, factor: float,
+                  poll: Optional[Callable[[], None]] = None) -> np.ndarray:
+    """pedalboard's Rubber Band stretch (factor > 1 shortens), float32 and contiguous both ways.
+
+    With `poll`, the stretch runs on a thread of its own (pedalboard releases the GIL) and
+    `poll` is called every STRETCH_POLL_S while it runs: a cancel (or a Ctrl-C, which Python
+    delivers only between bytecodes of the main thread) stops the render there instead of
+    after tens of seconds of a whole track. The abandoned stretch finishes on its daemon thread.
+    """
     import pedalboard
-    out = pedalboard.time_stretch(np.ascontiguousarray(audio, np.float32), float(rate), stretch_factor=float(factor))
-    return np.ascontiguousarray(out, np.float32)
+    src = np.ascontiguousarray(audio, np.float32)
+    if poll is None:
+        return np.ascontiguousarray(pedalboard.time_stretch(src, float(rate), stretch_factor=float(factor)), np.float32)
+    result: list = []
+
+    def work() -> None:
+        try:
+            result.append(pedalboard.time_stretch(src, float(rate), stretch_factor=float(factor)))
+        except BaseException as e:   # handed to the caller's thread
+            result.append(e)
+    worker = threading.Thread(target=work, name="segue-time-stretch", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        poll()
+        worker.join(STRETCH_POLL_S)
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return np.ascontiguousarray(result[0], np.float32)
 
 
 B_READ_AFTER_JOIN_S = 40.0   # of B past its join search zone, where its stretched grid and joins are read
 STRETCH_FLUSH_S = 1           # the end of a stretched prefix that differs from the whole stretch (about 60 ms)
+STRETCH_POLL_S = 0.1          # how often a running stretch lets a cancel through
 PHASE_RESCORE = 5     # join pairs re-judged after B's phase shift
 # Onset patterns are folded on two beats: a kick and a snare fall apart there, so B's hits are
 # matched to A's by what they are, not only by where they fall in a beat (bench/transition_beats.py).
