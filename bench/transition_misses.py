@@ -25,8 +25,7 @@ from pathlib import Path
 from _common import ROOT  # noqa: E402  (the checkout on sys.path: bench/_common.py)
 
 import quality as Q  # noqa: E402
-from engine.prior.analysis import metre_alternative  # noqa: E402
-from engine.prior.edits import cached_analysis, make_sources, onset_phase_shift, transition_prior  # noqa: E402
+from engine.prior.edits import make_sources, onset_phase_shift, transition_prior  # noqa: E402
 from engine.tasks import transition_mix  # noqa: E402
 
 RATE = Q.RATE
@@ -39,10 +38,7 @@ def engine_reading_ms(wa: Q.Window, wb: Q.Window) -> tuple[float, float, float, 
     b2, _, ja, jb, info = transition_prior(src, b_in, "b", join_a, join_b, xf)
     mix, g0, g1 = transition_mix(a_in, b2, ja, jb, xf)
     period = Q.beat_period_before_s(a_in, g0)
-    an_a = src.analysis
-    if (alt := metre_alternative(an_a)) is not None:      # the grid the transition followed
-        an_a = cached_analysis(a_in, RATE, bpm=alt)
-    an_a = replace(an_a, tempo_bpm=info.tempo_bpm)
+    an_a = replace(src.analysis, tempo_bpm=info.tempo_bpm)   # the measure reads only A's tempo (the one B followed)
     m = mix.mean(axis=0)
     residual = onset_phase_shift(m, an_a, ja, m, ja, xf)   # the finished transition, read as one track
     return (Q.beat_offset_across_ms(mix, g0, g1, period), 1000.0 * residual / RATE, 1000.0 * period,
@@ -65,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     agree, ambiguous = [], []
     for r in tracked:
         offset, residual, period, beat = engine_reading_ms(ws[r["a"]], ws[r["b"]])
-        kind = "ambiguous" if abs(residual) > beat / 4 else "the beat read differently"
-        (ambiguous if abs(residual) > beat / 4 else agree).append(r)
+        off_itself = abs(residual) > beat / 4
+        (ambiguous if off_itself else agree).append(r)
+        kind = "ambiguous" if off_itself else "the beat read differently"
         print(f"{r['a']} -> {r['b']}: metric {offset:+.1f} ms (its period {period:.0f} ms), engine {residual:+.1f} ms "
               f"(its beat {beat:.0f} ms): {kind}", flush=True)
     print(f"the engine reads B within a quarter beat (the beat read differently): {len(agree)}; "

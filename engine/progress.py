@@ -63,25 +63,23 @@ class ProgressTracker:
         self._t0 = time.monotonic()
 
     def advance(self, n: int = 1) -> None:
-        if self.cancel is not None:
-            self.cancel.raise_if_cancelled()
+        self.check()
         self.done = min(self.done + n, self.total)
-        if self.callback is not None:
-            elapsed = time.monotonic() - self._t0
-            eta = elapsed / self.done * (self.total - self.done) if self.done else None
-            self.callback(ProgressEvent(self.done, self.total, elapsed, eta, self.stage))
+        self._emit(self.stage)
 
     def note(self, stage: str) -> None:
         """Say what a long step that is not a sampler step is about to do (no step counted).
 
         A cancel stops the render there, before the step; one the callback itself asks for too.
         """
+        self._emit(stage)
+        self.check()
+
+    def _emit(self, stage: str) -> None:
         if self.callback is not None:
             elapsed = time.monotonic() - self._t0
             eta = elapsed / self.done * (self.total - self.done) if self.done else None
             self.callback(ProgressEvent(self.done, self.total, elapsed, eta, stage))
-        if self.cancel is not None:
-            self.cancel.raise_if_cancelled()
 
     def check(self) -> None:
         """Raise `Cancelled` if the job was cancelled (for long steps that poll between their own chunks)."""

@@ -559,23 +559,25 @@ def _time_stretch(audio: np.ndarray, rate: int, factor: float,
     """
     import pedalboard
     src = np.ascontiguousarray(audio, np.float32)
-    if poll is None:
-        return np.ascontiguousarray(pedalboard.time_stretch(src, float(rate), stretch_factor=float(factor)), np.float32)
     result: list = []
 
     def work() -> None:
         try:
-            result.append(pedalboard.time_stretch(src, float(rate), stretch_factor=float(factor)))
+            result.append(np.ascontiguousarray(pedalboard.time_stretch(src, float(rate), stretch_factor=float(factor)),
+                                               np.float32))
         except BaseException as e:   # handed to the caller's thread
             result.append(e)
-    worker = threading.Thread(target=work, name="segue-time-stretch", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        poll()
-        worker.join(STRETCH_POLL_S)
+    if poll is None:
+        work()
+    else:
+        worker = threading.Thread(target=work, name="segue-time-stretch", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            poll()
+            worker.join(STRETCH_POLL_S)
     if isinstance(result[0], BaseException):
         raise result[0]
-    return np.ascontiguousarray(result[0], np.float32)
+    return result[0]
 
 
 B_READ_AFTER_JOIN_S = 40.0   # of B past its join search zone, where its stretched grid and joins are read
